@@ -1,0 +1,1 @@
+"""Shared helpers: losses, metrics, checkpoints, distributed, palettes, logging, CLI flags."""
