@@ -9,8 +9,8 @@ import argparse
 
 import torch
 
-NETWORKS = ("resnet18", "resnet34", "resnet50", "resnet101")
-METHODS = ("baseline", "base_oc_dsn", "pyramid_oc_dsn", "asp_oc_dsn")
+from network import METHODS, NETWORKS
+
 DATASETS = ("cityscapes", "ade20k")
 NUM_CLASSES = {"cityscapes": 19, "ade20k": 150}
 
@@ -35,7 +35,9 @@ def image_size(value: str) -> tuple[int, int]:
     if len(sizes) == 1:
         sizes = sizes * 2
     if len(sizes) != 2 or min(sizes) <= 0:
-        raise argparse.ArgumentTypeError(f"expected a size as H,W with positive integers, got {value!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a size as H,W with positive integers, got {value!r}"
+        )
     return sizes
 
 
@@ -46,7 +48,9 @@ def float_list(value: str) -> list[float]:
     except ValueError:
         values = []
     if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive numbers, got {value!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive numbers, got {value!r}"
+        )
     return values
 
 
@@ -76,7 +80,9 @@ def add_data_args(
         help="caffe: the original's BGR-mean subtraction (original checkpoints need it)",
     )
     group.add_argument("--workers", type=int, default=4, help="DataLoader workers per process")
-    group.add_argument("--batch-size", type=int, default=1, help="images per step, all GPUs together")
+    group.add_argument(
+        "--batch-size", type=int, default=1, help="images per step, all GPUs together"
+    )
 
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:
@@ -85,10 +91,14 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
         "--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N, mps"
     )
     group.add_argument(
-        "--gpu", default=None, help="comma-separated GPU ids; more than one spawns one DDP process each"
+        "--gpu",
+        default=None,
+        help="comma-separated GPU ids; more than one spawns one DDP process each",
     )
     group.add_argument("--amp", default="none", choices=("none", "fp16", "bf16"), help="autocast")
-    group.add_argument("--seed", type=int, default=12345, help="seeds python, numpy, torch, workers")
+    group.add_argument(
+        "--seed", type=int, default=12345, help="seeds python, numpy, torch, workers"
+    )
 
 
 def resolve_num_classes(args: argparse.Namespace) -> int:
@@ -102,7 +112,9 @@ def gpu_ids(args: argparse.Namespace) -> list[int]:
     try:
         return [int(g) for g in str(args.gpu).split(",") if g.strip()]
     except ValueError:
-        raise SystemExit(f"error: --gpu expects comma-separated integers, got {args.gpu!r}") from None
+        raise SystemExit(
+            f"error: --gpu expects comma-separated integers, got {args.gpu!r}"
+        ) from None
 
 
 def resolve_device(args: argparse.Namespace, local_rank: int = 0) -> torch.device:
