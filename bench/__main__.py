@@ -1,0 +1,68 @@
+"""Run every benchmark and write one markdown table: ``python -m bench [--quick] [--out FILE]``.
+
+Each row is ours vs. a reference measured in the same run on this machine; the header records the
+machine so numbers are never quoted without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from bench.common import markdown_table
+from utils.fileio import atomic_write
+
+BENCHMARKS = ("attention", "inplace_abn_memory", "context_cost", "data_pipeline", "eval_speed")
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cpu}, {os.cpu_count()} cores visible, torch {torch.get_num_threads()} threads, "
+        f"{gpu}; Python {platform.python_version()}, torch {torch.__version__}"
+    )
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    parser.add_argument("--out", default="bench/results.md", help="markdown file to write")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    sections = [f"Machine: {machine_description()}", f"Mode: {'quick' if args.quick else 'full'}"]
+    for name in args.only:
+        started = time.perf_counter()
+        print(f"==> bench.{name}", flush=True)
+        try:
+            rows = importlib.import_module(f"bench.{name}").run(quick=args.quick)
+            body = markdown_table(rows)
+        except Exception:  # one broken benchmark must not hide the others' numbers
+            body = f"FAILED:\n```\n{traceback.format_exc(limit=3)}```"
+        elapsed = time.perf_counter() - started
+        print(body, flush=True)
+        sections.append(f"### {name} ({elapsed:.0f} s)\n\n{body}")
+    atomic_write(args.out, ("\n\n".join(sections) + "\n").encode())
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
