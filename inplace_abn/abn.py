@@ -49,10 +49,13 @@ class ABN(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return apply_activation(super().forward(x), self.activation, self.slope)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, *args, **kwargs):
         if self.num_batches_tracked is None:
             state_dict.pop(prefix + "num_batches_tracked", None)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+            # BatchNorm adds the key back for state_dicts without version metadata (version < 2),
+            # such as the original's; version 2 means "already has the current layout".
+            local_metadata = {**local_metadata, "version": 2}
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, activation={self.activation}, slope={self.slope}"

@@ -1,0 +1,194 @@
+"""List-file datasets: reading, checking and loading samples; shared by Cityscapes and ADE20K.
+
+Problems a user can cause (missing or empty lists, malformed lines, missing files) are found
+when the dataset is built, so training never starts on a broken list. Problems that need the
+pixels (corrupt files, size mismatches, unknown label ids) raise :class:`DatasetError` from
+``__getitem__``; DataLoader workers re-raise it in the main process with its message.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dataset.transforms import NORMALIZATIONS, normalize, train_transform
+
+
+class DatasetError(ValueError):
+    """A problem with the data on disk, naming the offending file and list line."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: str
+    label: str | None
+    name: str
+    where: str  # "train.lst line 7", or the image path for scanned folders
+
+
+def read_list(list_path: str | os.PathLike, root: str | os.PathLike, fields: tuple[int, ...]):
+    """Parse a list file of ``image [label]`` lines with paths relative to ``root``.
+
+    ``fields`` gives the allowed numbers of whitespace-separated fields per line. Blank lines
+    are skipped. Returns ``[(line_number, [absolute paths...]), ...]``.
+    """
+    list_path = Path(list_path)
+    if not list_path.is_file():
+        raise DatasetError(f"list file {list_path} not found")
+    entries = []
+    with open(list_path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) not in fields:
+                expected = " or ".join(str(f) for f in fields)
+                raise DatasetError(
+                    f"{list_path} line {number}: expected {expected} fields "
+                    f"(image{' label' if max(fields) > 1 else ''}), found {len(parts)}: {line.strip()!r}"
+                )
+            entries.append((number, [os.path.join(root, p) for p in parts]))
+    if not entries:
+        raise DatasetError(f"list file {list_path} is empty")
+    return entries
+
+
+def check_exists(samples: list[Sample]) -> None:
+    """Raise on the first listed image or label that is not a file (cheap: one stat each)."""
+    for sample in samples:
+        if not os.path.isfile(sample.image):
+            raise DatasetError(f"{sample.where}: image {sample.image} not found")
+        if sample.label is not None and not os.path.isfile(sample.label):
+            raise DatasetError(f"{sample.where}: label {sample.label} not found")
+
+
+def read_image(path: str, where: str) -> np.ndarray:
+    """Decode a colour image as uint8 BGR, or raise DatasetError naming the file."""
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise DatasetError(f"{where}: image {path} is unreadable (missing or corrupt)")
+    return image
+
+
+def read_label(path: str, where: str) -> np.ndarray:
+    """Decode a single-channel label image as uint8, or raise DatasetError naming the file."""
+    label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if label is None:
+        raise DatasetError(f"{where}: label {path} is unreadable (missing or corrupt)")
+    if label.ndim != 2 or label.dtype != np.uint8:
+        raise DatasetError(
+            f"{where}: label {path} must be a single-channel 8-bit image, "
+            f"got shape {label.shape} and type {label.dtype}"
+        )
+    return label
+
+
+class SegmentationDataset(Dataset):
+    """Samples with a 256-entry label table; train mode augments, eval modes return whole images.
+
+    ``mode``: "train" (scale/crop/mirror, needs labels), "val" (whole image and label) or
+    "test" (whole image, label all ``ignore_label`` so batches collate).
+    Augmentation randomness comes from ``np.random.default_rng([seed, epoch, index])``, so a
+    sample's crop does not depend on worker count, worker order or resuming mid-epoch.
+    """
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        lut: np.ndarray,
+        known: np.ndarray,
+        mode: str = "train",
+        crop_size: tuple[int, int] = (769, 769),
+        scale: bool = True,
+        mirror: bool = True,
+        ignore_label: int = 255,
+        normalize: str = "caffe",
+        max_iters: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if mode not in ("train", "val", "test"):
+            raise ValueError(f"mode must be train, val or test, got {mode!r}")
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(
+                f"unknown normalisation {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}"
+            )
+        if not samples:
+            raise DatasetError("no samples found")
+        check_exists(samples)
+        self.samples = samples
+        self.lut = np.asarray(lut, dtype=np.uint8).copy()
+        self.lut[self.lut == 255] = ignore_label
+        self.known = np.asarray(known, dtype=bool)
+        self.mode = mode
+        self.crop_size = tuple(int(s) for s in crop_size)
+        self.scale = scale
+        self.mirror = mirror
+        self.ignore_label = ignore_label
+        self.normalize = normalize
+        self.seed = int(seed)
+        self.epoch = 0
+        # Like the original: repeat the whole list ceil(max_iters / n) times.
+        self.repeats = 1 if max_iters is None else max(1, -(-int(max_iters) // len(samples)))
+
+    def __len__(self) -> int:
+        return len(self.samples) * self.repeats
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream of an epoch (call before creating the iterator)."""
+        self.epoch = int(epoch)
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def load_label(self, sample: Sample, image_shape: tuple[int, ...]) -> np.ndarray:
+        """Read a label, check its size and ids, and map it to train ids through the table."""
+        raw = read_label(sample.label, sample.where)
+        if raw.shape != image_shape[:2]:
+            raise DatasetError(
+                f"{sample.where}: label {sample.label} is {raw.shape[0]}x{raw.shape[1]} but "
+                f"image {sample.image} is {image_shape[0]}x{image_shape[1]}"
+            )
+        unknown = cv2.LUT(raw, (~self.known).astype(np.uint8))
+        if unknown.any():
+            ids = np.unique(raw[unknown.astype(bool)]).tolist()
+            raise DatasetError(
+                f"{sample.where}: label {sample.label} contains ids {ids} that the label table "
+                "does not know"
+            )
+        return cv2.LUT(raw, self.lut)
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        sample = self.samples[index % len(self.samples)]
+        image = read_image(sample.image, sample.where)
+        size = (int(image.shape[0]), int(image.shape[1]))
+        meta = {"name": sample.name, "size": size, "image_path": sample.image}
+        if self.mode == "test" or sample.label is None:
+            if self.mode == "train":
+                raise DatasetError(f"{sample.where}: training needs a label for {sample.image}")
+            label = np.full(size, self.ignore_label, dtype=np.uint8)
+        else:
+            label = self.load_label(sample, image.shape)
+        if self.mode == "train":
+            image_f, label = train_transform(
+                image,
+                label,
+                self.rng(index),
+                self.crop_size,
+                self.scale,
+                self.mirror,
+                self.normalize,
+                self.ignore_label,
+            )
+        else:
+            image_f = normalize(image, self.normalize)
+        image_t = torch.from_numpy(np.ascontiguousarray(image_f.transpose(2, 0, 1)))
+        label_t = torch.from_numpy(label.astype(np.int64))
+        return image_t, label_t, meta

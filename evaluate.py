@@ -1,0 +1,127 @@
+"""Score a checkpoint on a labelled list: confusion matrix -> IoU table, JSON and CSV.
+
+Example (the paper's multi-scale + flip test on Cityscapes val)::
+
+    python evaluate.py --ckpt snapshots/CS_scenes_40000.pth --network resnet101 \
+        --method asp_oc_dsn --data-dir data/cityscapes --data-list dataset/list/cityscapes/val.lst \
+        --predict-choice sliding --input-size 769,769 --use-ms --use-flip --output-path outputs
+
+Writes ``metrics.json`` (mIoU, pixel_acc, mean_acc, per_class) and ``metrics.csv`` in
+``--output-path``; with ``--store-output`` also ``trainid/<name>.png`` (train ids),
+``color/<name>.png`` (palette colours) and ``panels/<name>.png`` (image | prediction | ground
+truth) for the first ``--num-panels`` images. ``--gpu 0,1`` (or torchrun) shards the list across
+processes and sums their confusion matrices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import cv2
+import numpy as np
+import torch
+
+from utils import cli
+from utils.distributed import all_reduce_sum, barrier, get_world_size, is_main_process
+from utils.inference import (
+    InputError,
+    add_prediction_args,
+    build_model,
+    check_inputs,
+    check_prediction_args,
+    launch,
+    make_dataset,
+    make_loader,
+    predicted_batches,
+    prepare_output_dir,
+    write_png,
+)
+from utils.metrics import confusion_matrix, format_table, save_scores, scores
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_prediction_args(parser, data_list="./dataset/list/cityscapes/val.lst")
+    group = parser.add_argument_group("outputs")
+    group.add_argument(
+        "--store-output",
+        type=cli.str2bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="also write train-id, colour and panel PNGs",
+    )
+    group.add_argument(
+        "--num-panels", type=int, default=5, help="image | prediction | truth panels to write"
+    )
+    return parser
+
+
+def class_names_for(args: argparse.Namespace, num_classes: int) -> list[str]:
+    from dataset.labels import class_names
+
+    names = list(class_names(args.dataset))
+    return names if len(names) == num_classes else [f"class_{i}" for i in range(num_classes)]
+
+
+def write_outputs(
+    args: argparse.Namespace, pred: np.ndarray, label: np.ndarray, meta: dict
+) -> None:
+    """Train-id and colour PNGs of one image, plus a panel for the first ``--num-panels``."""
+    from utils.palette import colorize
+
+    name = meta["name"]
+    root = args.output_path
+    write_png(os.path.join(root, "trainid", f"{name}.png"), pred.astype(np.uint8))
+    color = colorize(pred, args.dataset)
+    write_png(os.path.join(root, "color", f"{name}.png"), color)
+    if meta["index"] < args.num_panels:
+        image = cv2.imread(meta["image_path"], cv2.IMREAD_COLOR)
+        if image is None:
+            return
+        image = cv2.resize(image, (pred.shape[1], pred.shape[0]))[:, :, ::-1]
+        panel = np.concatenate([image, color, colorize(label, args.dataset)], axis=1)
+        write_png(os.path.join(root, "panels", f"{name}.png"), panel)
+
+
+def evaluate_worker(args: argparse.Namespace, local_rank: int = 0) -> dict | None:
+    """Predict this process's shard, sum the confusion matrices, and (rank 0) report scores."""
+    check_prediction_args(args)
+    num_classes = cli.resolve_num_classes(args)
+    device = cli.resolve_device(args, local_rank)
+    prepare_output_dir(args.output_path)
+    dataset = make_dataset(args, "val")
+    model = build_model(args, num_classes, device)
+    loader = make_loader(args, dataset, device)
+
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    for pred, label, metas in predicted_batches(args, model, loader, num_classes, device):
+        for i, meta in enumerate(metas):
+            height, width = meta["size"]
+            pred_i, label_i = pred[i, :height, :width], label[i, :height, :width]
+            try:
+                confusion += confusion_matrix(pred_i, label_i, num_classes)
+            except ValueError as error:
+                raise InputError(f"{meta['image_path']}: {error}") from None
+            if args.store_output:
+                write_outputs(args, pred_i.cpu().numpy(), label_i.cpu().numpy(), meta)
+    all_reduce_sum(confusion)
+    barrier()
+    if not is_main_process():
+        return None
+    names = class_names_for(args, num_classes)
+    print(format_table(confusion, names))
+    json_path, csv_path = save_scores(confusion, args.output_path, names)
+    print(f"wrote {json_path} and {csv_path} ({get_world_size()} process(es))")
+    return scores(confusion, names)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = get_args_parser().parse_args(argv)
+    launch(evaluate_worker, args, check=lambda a: check_inputs(a, "val"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

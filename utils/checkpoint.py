@@ -1,0 +1,102 @@
+"""Saving and loading checkpoints: atomic writes, safe reads, finding the newest one to resume from.
+
+Checkpoints are read with ``torch.load(..., weights_only=True)`` only, so a file can never run code
+when loaded; it may hold tensors, numbers, strings, lists and dicts. A file that needs more is
+refused with a ``CheckpointError``; there is deliberately no ``weights_only=False`` fallback.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import warnings
+import zipfile
+from typing import Any
+
+import torch
+
+from utils.fileio import PathLike, atomic_path
+
+CHECKPOINT_PATTERN = re.compile(r"checkpoint_(\d+)\.pth")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable, unsafe, or does not fit the model."""
+
+
+def checkpoint_path(snapshot_dir: PathLike, iteration: int) -> str:
+    """The file name training uses for the resumable checkpoint after ``iteration`` steps."""
+    return os.path.join(os.fspath(snapshot_dir), f"checkpoint_{int(iteration)}.pth")
+
+
+def atomic_save(obj: Any, path: PathLike) -> None:
+    """``torch.save`` to a temporary file, then rename onto ``path``: never a half-written file."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def latest_checkpoint(snapshot_dir: PathLike) -> str | None:
+    """The ``checkpoint_<iteration>.pth`` in ``snapshot_dir`` with the highest iteration, or None.
+
+    Temporary files (``.checkpoint_<i>.pth.tmp-...``) never match. A file that is not a complete zip
+    archive (e.g. copied in part) is skipped with a warning so a resume falls back to the one before.
+    """
+    snapshot_dir = os.fspath(snapshot_dir)
+    if not os.path.isdir(snapshot_dir):
+        return None
+    found = []
+    for name in os.listdir(snapshot_dir):
+        match = CHECKPOINT_PATTERN.fullmatch(name)
+        path = os.path.join(snapshot_dir, name)
+        if match and os.path.isfile(path):
+            found.append((int(match.group(1)), path))
+    for _, path in sorted(found, reverse=True):
+        if zipfile.is_zipfile(path):
+            return path
+        warnings.warn(
+            f"skipping incomplete checkpoint {path} (not a complete torch.save archive)",
+            stacklevel=2,
+        )
+    return None
+
+
+def _refusal_reason(error: BaseException) -> str:
+    """The part of torch's weights_only refusal that says what was refused, without its advice."""
+    lines = []
+    for line in str(error).splitlines():
+        line = line.strip().removeprefix("WeightsUnpickler error:").strip()
+        if not line or "weights_only" in line or line.startswith(("Weights only", "Please file")):
+            continue
+        if line.startswith("Check the documentation"):
+            continue
+        lines.append(line)
+    return " ".join(lines).rstrip(".") or type(error).__name__
+
+
+def load_checkpoint(path: PathLike) -> Any:
+    """Load a file with ``torch.load(map_location="cpu", weights_only=True)``.
+
+    A missing, truncated or corrupt file, or one holding objects that ``weights_only`` refuses
+    (arbitrary classes or functions, which could run code), raises one ``CheckpointError`` naming the
+    path and the cause.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} is not a file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        if isinstance(error, pickle.UnpicklingError) and str(error).startswith("Weights only"):
+            raise CheckpointError(
+                f"checkpoint {path} was refused by torch.load(weights_only=True): it holds objects "
+                f"other than tensors, numbers, strings, lists and dicts ({_refusal_reason(error)}); "
+                "it is not loaded because unpickling such objects can run arbitrary code"
+            ) from None
+        message = str(error).split(". ")[0].rstrip(".")
+        detail = f"{type(error).__name__}: {message}" if message else type(error).__name__
+        raise CheckpointError(
+            f"checkpoint {path} could not be read; it is truncated or corrupt ({detail})"
+        ) from None
