@@ -325,7 +325,15 @@ def build_val_dataset(args: argparse.Namespace):
     )
 
 
-def make_loader(dataset, sampler, batch_size: int, args, device, seed: int, rank: int):
+def make_loader(
+    dataset,
+    sampler,
+    batch_size: int,
+    args: argparse.Namespace,
+    device: torch.device,
+    seed: int,
+    rank: int,
+) -> DataLoader:
     """A DataLoader with its own generator: making an iterator then leaves the global RNG alone."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
@@ -406,7 +414,14 @@ def fault_iteration(name: str) -> int | None:
     return int(value) if value else None
 
 
-def validate(model, loader, num_classes: int, device, amp, ignore_label: int) -> float:
+def validate(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    num_classes: int,
+    device: torch.device,
+    amp: torch.dtype | None,
+    ignore_label: int,
+) -> float:
     """mIoU over this rank's share of the validation list, confusion summed over ranks."""
     was_training = model.training
     model.eval()
@@ -613,7 +628,7 @@ def train_loop(
     kill_at = fault_iteration("OCNET_FAULT_KILL_AT")
     last_saved = resume["path"] if resume else None
     model.train()
-    progress = tqdm(
+    with tqdm(
         total=args.num_steps,
         initial=start,
         disable=not main,
@@ -621,66 +636,65 @@ def train_loop(
         dynamic_ncols=True,
         file=sys.stderr,
         mininterval=1.0,
-    )
-    iteration = start
-    started = time.monotonic()
-    for images, labels, _ in loader:
-        if args.fix_lr:
-            lr = args.learning_rate
-        else:
-            lr = poly_lr(args.learning_rate, iteration, args.num_steps, args.power)
-        set_lr(optimizer, lr)
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        if args.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            preds = forward(images)
-        terms = criterion.terms(preds, labels)  # float32 outside autocast
-        loss = sum(terms.values())
-        if nan_at == iteration + 1:
-            loss = loss * float("nan")
-        # One all-reduce for the logged values; a non-finite loss on any rank stops every rank
-        # before the weights are touched.
-        values = torch.stack([loss.detach(), *(t.detach() for t in terms.values())]).float()
-        values = (dist_utils.all_reduce_sum(values) / world_size).tolist()
-        if not math.isfinite(values[0]):
-            raise TrainingError(
-                f"loss is {values[0]} at iteration {iteration + 1}; training stopped, "
-                f"last good checkpoint: {last_saved or 'none'}"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if kill_at == iteration + 1:
-            os.kill(os.getpid(), signal.SIGKILL)
-        scaler.step(optimizer)
-        scaler.update()
-        iteration += 1
+    ) as progress:
+        iteration = start
+        started = time.monotonic()
+        for images, labels, _ in loader:
+            if args.fix_lr:
+                lr = args.learning_rate
+            else:
+                lr = poly_lr(args.learning_rate, iteration, args.num_steps, args.power)
+            set_lr(optimizer, lr)
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            if args.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                preds = forward(images)
+            terms = criterion.terms(preds, labels)  # float32 outside autocast
+            loss = sum(terms.values())
+            if nan_at == iteration + 1:
+                loss = loss * float("nan")
+            # One all-reduce for the logged values; a non-finite loss on any rank stops every rank
+            # before the weights are touched.
+            values = torch.stack([loss.detach(), *(t.detach() for t in terms.values())]).float()
+            values = (dist_utils.all_reduce_sum(values) / world_size).tolist()
+            if not math.isfinite(values[0]):
+                raise TrainingError(
+                    f"loss is {values[0]} at iteration {iteration + 1}; training stopped, "
+                    f"last good checkpoint: {last_saved or 'none'}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if kill_at == iteration + 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+            scaler.step(optimizer)
+            scaler.update()
+            iteration += 1
 
-        record: dict[str, float] = {}
-        if iteration % args.log_every == 0 or iteration == args.num_steps:
-            record = {"loss": values[0], **dict(zip(terms, values[1:])), "lr": lr}
-        validate_now = args.val_every and iteration % args.val_every == 0
-        if val_loader is not None and (validate_now or iteration == args.num_steps):
-            record["mIoU"] = validate(
-                model, val_loader, num_classes, device, amp, args.ignore_label
-            )
-        if record:
-            metrics.update(record)
-            logger.scalars(iteration, record)
-            logger.info(
-                f"iteration {iteration}/{args.num_steps}"
-                + "".join(f" {k} {v:.4g}" for k, v in record.items())
-            )
-        progress.set_postfix(loss=f"{values[0]:.4f}", lr=f"{lr:.2e}", refresh=False)
-        progress.update()
-        if iteration % args.save_pred_every == 0 or iteration == args.num_steps:
-            last_saved = save_checkpoint(
-                args, model, optimizer, scaler, iteration, loader.generator, metrics, logger
-            )
-        if iteration >= args.num_steps:
-            break
-    progress.close()
+            record: dict[str, float] = {}
+            if iteration % args.log_every == 0 or iteration == args.num_steps:
+                record = {"loss": values[0], **dict(zip(terms, values[1:])), "lr": lr}
+            validate_now = args.val_every and iteration % args.val_every == 0
+            if val_loader is not None and (validate_now or iteration == args.num_steps):
+                record["mIoU"] = validate(
+                    model, val_loader, num_classes, device, amp, args.ignore_label
+                )
+            if record:
+                metrics.update(record)
+                logger.scalars(iteration, record)
+                logger.info(
+                    f"iteration {iteration}/{args.num_steps}"
+                    + "".join(f" {k} {v:.4g}" for k, v in record.items())
+                )
+            progress.set_postfix(loss=f"{values[0]:.4f}", lr=f"{lr:.2e}", refresh=False)
+            progress.update()
+            if iteration % args.save_pred_every == 0 or iteration == args.num_steps:
+                last_saved = save_checkpoint(
+                    args, model, optimizer, scaler, iteration, loader.generator, metrics, logger
+                )
+            if iteration >= args.num_steps:
+                break
 
     final = os.path.join(args.snapshot_dir, f"CS_scenes_{args.num_steps}.pth")
     if main:
@@ -698,7 +712,9 @@ def train_loop(
 # Processes
 
 
-def run_process(local_rank: int, args, world_size: int, port: int | None, how: str) -> None:
+def run_process(
+    local_rank: int, args: argparse.Namespace, world_size: int, port: int | None, how: str
+) -> None:
     """Entry point of one training process; a TrainingError ends it with one message line."""
     if how == "torchrun":
         rank, world_size, local_rank = dist_utils.torchrun_env()
@@ -723,7 +739,7 @@ def run_process(local_rank: int, args, world_size: int, port: int | None, how: s
 def main(args: argparse.Namespace) -> None:
     world_size = check_args(args)
     os.makedirs(args.snapshot_dir, exist_ok=True)
-    world, how = world_layout(args)
+    how = world_layout(args)[1]
     if how != "spawn":
         run_process(0, args, world_size, None, how)
         return

@@ -1,7 +1,8 @@
 """Inference cost of each OC head relative to the baseline, ResNet-101, CPU.
 
 Eval mode under ``torch.inference_mode``; median of a few repeats after one warm-up, all
-models timed in this one process at the same thread count.
+models timed in this one process at the same thread count. The ``*_dsn`` models also run their
+DSN branch (they return it in eval mode too), as the original's evaluation did.
 """
 
 from __future__ import annotations
@@ -14,25 +15,24 @@ from bench.common import print_rows, row
 from network import METHODS, get_segmentation_model
 
 
-def time_model(name: str, size: int, repeats: int) -> float:
-    torch.manual_seed(0)
-    model = get_segmentation_model(name).eval()
-    x = torch.randn(1, 3, size, size)
-    times = []
-    with torch.inference_mode():
-        model(x)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
-
-
 def run(quick: bool = False, threads: int = 2) -> list[dict]:
     torch.set_num_threads(threads)
+    torch.manual_seed(0)
     size, repeats = (129, 2) if quick else (257, 3)
-    seconds = {m: time_model(f"resnet101_{m}", size, repeats) for m in METHODS}
-    note = f"1x3x{size}x{size}, {threads} threads, median of {repeats}"
+    models = {m: get_segmentation_model(f"resnet101_{m}").eval() for m in METHODS}
+    x = torch.randn(1, 3, size, size)
+    times = {m: [] for m in METHODS}
+    with torch.inference_mode():
+        for model in models.values():
+            model(x)
+        # Round-robin, so drifting load on a shared machine affects every model alike.
+        for _ in range(repeats):
+            for m, model in models.items():
+                start = time.perf_counter()
+                model(x)
+                times[m].append(time.perf_counter() - start)
+    seconds = {m: sorted(t)[len(t) // 2] for m, t in times.items()}
+    note = f"1x3x{size}x{size}, {threads} threads, median of {repeats}, DSN head included"
     return [
         row(f"resnet101_{m} inference", seconds[m], seconds["baseline"], "s", "baseline", note)
         for m in METHODS

@@ -134,8 +134,10 @@ def _ground(canvas: Canvas, rng: np.random.Generator, layout: dict) -> None:
     h, w = canvas.h, canvas.w
     rows = np.arange(h, dtype=np.float32)[:, None] + 0.5
     cols = np.arange(w, dtype=np.float32)[None, :] + 0.5
-    below = rows > canvas.horizon + 0.5
-    depth = np.where(below, canvas.focal * CAMERA_HEIGHT / np.maximum(rows - canvas.horizon, 1e-3), 1e9)
+    below = np.broadcast_to(rows > canvas.horizon + 0.5, (h, w))
+    depth = np.where(
+        below, canvas.focal * CAMERA_HEIGHT / np.maximum(rows - canvas.horizon, 1e-3), 1e9
+    )
     lateral = (cols - canvas.center) * depth / canvas.focal
     label = canvas.label
     rgb = canvas.rgb
@@ -175,9 +177,13 @@ def _ground(canvas: Canvas, rng: np.random.Generator, layout: dict) -> None:
     near = depth < 70
     width = 0.12
     for lane_x in layout["lanes"]:
-        dash = (np.mod(depth + layout["dash_phase"], 9.0) < 3.0) & (np.abs(lateral - lane_x) < width)
+        dash = (np.mod(depth + layout["dash_phase"], 9.0) < 3.0) & (
+            np.abs(lateral - lane_x) < width
+        )
         paint |= dash & near
-    paint |= near & ((np.abs(lateral + road_l - 0.35) < width) | (np.abs(lateral - road_r + 0.35) < width))
+    paint |= near & (
+        (np.abs(lateral + road_l - 0.35) < width) | (np.abs(lateral - road_r + 0.35) < width)
+    )
     if layout["crosswalk"] is not None:
         z0 = layout["crosswalk"]
         stripes = (depth > z0) & (depth < z0 + 3.0) & (np.mod(lateral, 1.0) < 0.5)
@@ -204,7 +210,9 @@ def _sky(canvas: Canvas, rng: np.random.Generator) -> None:
     canvas.label[:] = ID["sky"]
 
 
-def _facade(canvas: Canvas, rng, side: int, x: float, z0: float, z1: float, height: float, lit: float):
+def _facade(
+    canvas: Canvas, rng, side: int, x: float, z0: float, z1: float, height: float, lit: float
+):
     """One building (or wall) face on the plane lateral = side * x between depths z0 and z1."""
     sx = side * x
     corners = np.array([[sx, 0, z0], [sx, height, z0], [sx, height, z1], [sx, 0, z1]])
@@ -220,7 +228,9 @@ def _facade(canvas: Canvas, rng, side: int, x: float, z0: float, z1: float, heig
     frame_w, floor_h = rng.uniform(2.2, 3.5), rng.uniform(2.8, 3.4)
     win_w, win_h = frame_w * rng.uniform(0.35, 0.6), floor_h * rng.uniform(0.35, 0.55)
     polys = []
-    for floor_y in np.arange(floor_h * 0.6 + (2.0 if rng.random() < 0.5 else 0), height - 1.5, floor_h):
+    for floor_y in np.arange(
+        floor_h * 0.6 + (2.0 if rng.random() < 0.5 else 0), height - 1.5, floor_h
+    ):
         for zc in np.arange(z0 + frame_w / 2, z1 - frame_w / 2, frame_w):
             if canvas.scale(zc) * win_w < 1.0:
                 break
@@ -247,13 +257,20 @@ def _street_side(canvas: Canvas, rng, side: int, x: float, z_near: float, lit: f
             items.append(("wall", side, x, z, z + length, rng.uniform(1.2, 2.5), lit))
             items.append(("hedge", side, x + 1.5, z, z + length, rng.uniform(3, 7), lit))
         else:
-            items.append(("facade", side, x, z, z + length, rng.uniform(8, 28), lit))
+            items.append(("facade", side, x, z, z + length, rng.uniform(7, 22), lit))
         z += length
 
 
 def _tree(canvas: Canvas, rng, x: float, z: float) -> None:
     trunk_h = rng.uniform(2.0, 3.5)
-    trunk = np.array([[x - 0.15, 0, z], [x - 0.15, trunk_h + 0.5, z], [x + 0.15, trunk_h + 0.5, z], [x + 0.15, 0, z]])
+    trunk = np.array(
+        [
+            [x - 0.15, 0, z],
+            [x - 0.15, trunk_h + 0.5, z],
+            [x + 0.15, trunk_h + 0.5, z],
+            [x + 0.15, 0, z],
+        ]
+    )
     canvas.quad(trunk, "vegetation", _jitter(rng, (80, 62, 45), 8))
     s = canvas.scale(z)
     leaf = _jitter(rng, (60, 105, 40), 14)
@@ -263,19 +280,27 @@ def _tree(canvas: Canvas, rng, x: float, z: float) -> None:
         canvas.disc(c, rng.uniform(1.0, 2.0) * s, "vegetation", leaf * rng.uniform(0.8, 1.15))
 
 
-def _hedge(canvas: Canvas, rng, side: int, x: float, z0: float, z1: float, height: float, lit: float):
+def _hedge(
+    canvas: Canvas, rng, side: int, x: float, z0: float, z1: float, height: float, lit: float
+):
     """Tree crowns behind a wall: a row of vegetation discs."""
     leaf = _jitter(rng, (55, 100, 40), 14) * lit
     for z in np.arange(z0, z1, 2.0):
         c = canvas.project(side * (x + rng.uniform(0, 2)), height * rng.uniform(0.5, 1.0), z)
-        canvas.disc(c, rng.uniform(1.5, 3.0) * canvas.scale(z), "vegetation", leaf * rng.uniform(0.85, 1.1))
+        canvas.disc(
+            c, rng.uniform(1.5, 3.0) * canvas.scale(z), "vegetation", leaf * rng.uniform(0.85, 1.1)
+        )
 
 
 def _pole(canvas: Canvas, rng, x: float, z: float) -> None:
     height = rng.uniform(3.5, 6.5)
     r = 0.08
     gray = _jitter(rng, (130, 132, 135), 10)
-    canvas.quad(np.array([[x - r, 0, z], [x - r, height, z], [x + r, height, z], [x + r, 0, z]]), "pole", gray)
+    canvas.quad(
+        np.array([[x - r, 0, z], [x - r, height, z], [x + r, height, z], [x + r, 0, z]]),
+        "pole",
+        gray,
+    )
     s = canvas.scale(z)
     kind = rng.random()
     if kind < 0.45:  # traffic sign
@@ -300,7 +325,14 @@ def _pole(canvas: Canvas, rng, x: float, z: float) -> None:
     elif kind < 0.8:  # traffic light on the pole top
         box_w, box_h = 0.35, 0.95
         top = height + 0.1
-        box = np.array([[x - box_w / 2, top - box_h, z], [x - box_w / 2, top, z], [x + box_w / 2, top, z], [x + box_w / 2, top - box_h, z]])
+        box = np.array(
+            [
+                [x - box_w / 2, top - box_h, z],
+                [x - box_w / 2, top, z],
+                [x + box_w / 2, top, z],
+                [x + box_w / 2, top - box_h, z],
+            ]
+        )
         canvas.quad(box, "traffic light", _jitter(rng, (35, 38, 35), 5))
         lit = rng.integers(0, 3)
         for k, col in enumerate(((230, 40, 30), (240, 180, 30), (40, 220, 90))):
@@ -313,17 +345,39 @@ def _vehicle(canvas: Canvas, rng, x: float, z: float, kind: str) -> None:
     dims = {"car": (1.8, 1.5, 4.5), "truck": (2.5, 3.3, 8.0), "bus": (2.55, 3.2, 12.0)}[kind]
     width, height, length = dims
     width *= rng.uniform(0.92, 1.08)
-    palette = [(200, 30, 30), (30, 60, 160), (230, 230, 230), (30, 30, 35), (160, 165, 170), (40, 110, 60), (200, 160, 40)]
+    palette = [
+        (200, 30, 30),
+        (30, 60, 160),
+        (230, 230, 230),
+        (30, 30, 35),
+        (160, 165, 170),
+        (40, 110, 60),
+        (200, 160, 40),
+    ]
     body = _jitter(rng, palette[rng.integers(0, len(palette))], 10)
     if kind == "bus":
         body = _jitter(rng, ((220, 200, 40), (200, 40, 40), (230, 230, 230))[rng.integers(0, 3)], 8)
     x0, x1 = x - width / 2, x + width / 2
     # Side face: visible on the side facing the camera axis.
     side_x = x0 if x > 0 else x1
-    side = np.array([[side_x, 0.25, z], [side_x, height, z], [side_x, height, z + length], [side_x, 0.25, z + length]])
+    side = np.array(
+        [
+            [side_x, 0.25, z],
+            [side_x, height, z],
+            [side_x, height, z + length],
+            [side_x, 0.25, z + length],
+        ]
+    )
     canvas.quad(side, kind, body * 0.75)
     if kind != "car":
-        win = np.array([[side_x, height * 0.55, z + 1.0], [side_x, height * 0.85, z + 1.0], [side_x, height * 0.85, z + length - 0.5], [side_x, height * 0.55, z + length - 0.5]])
+        win = np.array(
+            [
+                [side_x, height * 0.55, z + 1.0],
+                [side_x, height * 0.85, z + 1.0],
+                [side_x, height * 0.85, z + length - 0.5],
+                [side_x, height * 0.55, z + length - 0.5],
+            ]
+        )
         canvas.quad(win, kind, (45, 55, 70))
     wheel_r = 0.33 * (1.4 if kind != "car" else 1.0)
     s = canvas.scale(z)
@@ -333,29 +387,68 @@ def _vehicle(canvas: Canvas, rng, x: float, z: float, kind: str) -> None:
     # Rear face: lower body, cabin with rear window, lights.
     if kind == "car":
         lower = np.array([[x0, 0.25, z], [x0, 0.95, z], [x1, 0.95, z], [x1, 0.25, z]])
-        cabin = np.array([[x0 + 0.15, 0.95, z + 0.3], [x0 + 0.3, height, z + 0.5], [x1 - 0.3, height, z + 0.5], [x1 - 0.15, 0.95, z + 0.3]])
+        cabin = np.array(
+            [
+                [x0 + 0.15, 0.95, z + 0.3],
+                [x0 + 0.3, height, z + 0.5],
+                [x1 - 0.3, height, z + 0.5],
+                [x1 - 0.15, 0.95, z + 0.3],
+            ]
+        )
         canvas.quad(cabin, "car", body)
-        glass = np.array([[x0 + 0.25, 1.0, z + 0.3], [x0 + 0.38, height - 0.08, z + 0.5], [x1 - 0.38, height - 0.08, z + 0.5], [x1 - 0.25, 1.0, z + 0.3]])
+        glass = np.array(
+            [
+                [x0 + 0.25, 1.0, z + 0.3],
+                [x0 + 0.38, height - 0.08, z + 0.5],
+                [x1 - 0.38, height - 0.08, z + 0.5],
+                [x1 - 0.25, 1.0, z + 0.3],
+            ]
+        )
         canvas.quad(glass, "car", (40, 48, 60))
         canvas.quad(lower, "car", body)
     else:
         rear = np.array([[x0, 0.3, z], [x0, height, z], [x1, height, z], [x1, 0.3, z]])
         canvas.quad(rear, kind, body * 0.9)
         if kind == "bus":
-            glass = np.array([[x0 + 0.2, 1.6, z], [x0 + 0.2, height - 0.3, z], [x1 - 0.2, height - 0.3, z], [x1 - 0.2, 1.6, z]])
+            glass = np.array(
+                [
+                    [x0 + 0.2, 1.6, z],
+                    [x0 + 0.2, height - 0.3, z],
+                    [x1 - 0.2, height - 0.3, z],
+                    [x1 - 0.2, 1.6, z],
+                ]
+            )
             canvas.quad(glass, "bus", (45, 55, 70))
     for lx in (x0 + 0.2, x1 - 0.2):
         c = canvas.project(lx, 0.8, z)
         canvas.disc(c, 0.12 * s, kind, (210, 20, 20))
     for wx in (x0 + 0.25, x1 - 0.25):  # rear wheels below the body
-        q = np.array([[wx - 0.12, 0, z + 0.3], [wx - 0.12, 0.3, z + 0.3], [wx + 0.12, 0.3, z + 0.3], [wx + 0.12, 0, z + 0.3]])
+        q = np.array(
+            [
+                [wx - 0.12, 0, z + 0.3],
+                [wx - 0.12, 0.3, z + 0.3],
+                [wx + 0.12, 0.3, z + 0.3],
+                [wx + 0.12, 0, z + 0.3],
+            ]
+        )
         canvas.quad(q, kind, (25, 25, 25))
 
 
 def _human(canvas: Canvas, rng, x: float, z: float, base_y: float, name: str, seated: bool) -> None:
     """A person (standing) or a rider (seated, legs apart) facing the camera or sideways."""
     height = rng.uniform(1.6, 1.9)
-    shirt = _jitter(rng, ((180, 40, 40), (40, 70, 150), (230, 230, 225), (60, 60, 60), (200, 150, 40), (60, 130, 80))[rng.integers(0, 6)], 15)
+    shirt = _jitter(
+        rng,
+        (
+            (180, 40, 40),
+            (40, 70, 150),
+            (230, 230, 225),
+            (60, 60, 60),
+            (200, 150, 40),
+            (60, 130, 80),
+        )[rng.integers(0, 6)],
+        15,
+    )
     trousers = _jitter(rng, ((40, 45, 70), (30, 30, 30), (110, 100, 85))[rng.integers(0, 3)], 10)
     skin = _jitter(rng, (220, 180, 150), 20)
     hip = base_y + (0.0 if seated else 0.9 * height / 1.75)
@@ -363,12 +456,28 @@ def _human(canvas: Canvas, rng, x: float, z: float, base_y: float, name: str, se
     s = canvas.scale(z)
     if not seated:
         for dx in (-0.12, 0.05):
-            leg = np.array([[x + dx, base_y, z], [x + dx, hip, z], [x + dx + 0.09, hip, z], [x + dx + 0.09, base_y, z]])
+            leg = np.array(
+                [
+                    [x + dx, base_y, z],
+                    [x + dx, hip, z],
+                    [x + dx + 0.09, hip, z],
+                    [x + dx + 0.09, base_y, z],
+                ]
+            )
             canvas.quad(leg, name, trousers)
-    torso = np.array([[x - 0.2, hip, z], [x - 0.22, shoulder, z], [x + 0.22, shoulder, z], [x + 0.2, hip, z]])
+    torso = np.array(
+        [[x - 0.2, hip, z], [x - 0.22, shoulder, z], [x + 0.22, shoulder, z], [x + 0.2, hip, z]]
+    )
     canvas.quad(torso, name, shirt)
     for dx in (-0.27, 0.2):
-        arm = np.array([[x + dx, shoulder - 0.6, z], [x + dx, shoulder, z], [x + dx + 0.07, shoulder, z], [x + dx + 0.07, shoulder - 0.6, z]])
+        arm = np.array(
+            [
+                [x + dx, shoulder - 0.6, z],
+                [x + dx, shoulder, z],
+                [x + dx + 0.07, shoulder, z],
+                [x + dx + 0.07, shoulder - 0.6, z],
+            ]
+        )
         canvas.quad(arm, name, shirt * 0.9)
     head = canvas.project(x, shoulder + 0.14, z)
     canvas.disc(head, 0.12 * s, name, skin)
@@ -387,7 +496,14 @@ def _cyclist(canvas: Canvas, rng, x: float, z: float) -> None:
     canvas.ring(front, r * s, thick, "bicycle", (20, 20, 20))
     saddle, bar = canvas.project(x - 0.2, 0.95, z), canvas.project(x + 0.45, 1.0, z)
     crank = canvas.project(x, r, z)
-    for a, b in ((back, crank), (crank, saddle), (saddle, back), (crank, bar), (bar, front), (saddle, bar)):
+    for a, b in (
+        (back, crank),
+        (crank, saddle),
+        (saddle, back),
+        (crank, bar),
+        (bar, front),
+        (saddle, bar),
+    ):
         canvas.line(a, b, thick, "bicycle", frame)
     _human(canvas, rng, x - 0.1, z, 0.95, "rider", seated=True)
     knee = canvas.project(x + 0.1, 0.75, z)
@@ -405,7 +521,9 @@ def _static_object(canvas: Canvas, rng, x: float, z: float) -> None:
 def _fence(canvas: Canvas, rng, side: int, x: float, z0: float, z1: float) -> None:
     """A 1.2 m lattice fence on the plane lateral = side * x: label only on the bars."""
     h, w = canvas.h, canvas.w
-    corners = np.array([[side * x, 0, z0], [side * x, 1.2, z0], [side * x, 1.2, z1], [side * x, 0, z1]])
+    corners = np.array(
+        [[side * x, 0, z0], [side * x, 1.2, z0], [side * x, 1.2, z1], [side * x, 0, z1]]
+    )
     poly = canvas.project(*corners.T)
     mask = np.zeros((h, w), np.uint8)
     cv2.fillPoly(mask, [np.round(poly * 16).astype(np.int32)], 1, cv2.LINE_8, SHIFT)
@@ -440,8 +558,8 @@ def render_scene(rng: np.random.Generator, height: int = 256, width: int = 512):
         "road_right": road_r,
         "sidewalk_left": rng.uniform(2.0, 4.5),
         "sidewalk_right": rng.uniform(2.0, 4.5),
-        "grass_left": rng.uniform(1.5, 4.0) if rng.random() < 0.6 else 0.0,
-        "grass_right": rng.uniform(1.5, 4.0) if rng.random() < 0.6 else 0.0,
+        "grass_left": rng.uniform(2.5, 7.0) if rng.random() < 0.6 else 0.0,
+        "grass_right": rng.uniform(2.5, 7.0) if rng.random() < 0.6 else 0.0,
         "lanes": [k * lane_w for k in range(-lanes_each + 1, lanes_each)],
         "dash_phase": rng.uniform(0, 9),
         "crosswalk": rng.uniform(8, 25) if rng.random() < 0.25 else None,
@@ -469,14 +587,23 @@ def render_scene(rng: np.random.Generator, height: int = 256, width: int = 512):
     for item in items:
         kind, side, x, z0, z1, h, lit = item
         if kind == "facade":
-            drawn.append((z0, lambda a=item: _facade(canvas, rng, a[1], a[2], a[3], a[4], a[5], a[6])))
+            drawn.append(
+                (z0, lambda a=item: _facade(canvas, rng, a[1], a[2], a[3], a[4], a[5], a[6]))
+            )
         elif kind == "wall":
-            drawn.append((z0, lambda a=item: _wall(canvas, rng, a[1], a[2], a[3], a[4], a[5], a[6])))
+            drawn.append(
+                (z0, lambda a=item: _wall(canvas, rng, a[1], a[2], a[3], a[4], a[5], a[6]))
+            )
         else:
-            drawn.append((z0 + 0.01, lambda a=item: _hedge(canvas, rng, a[1], a[2], a[3], a[4], a[5], a[6])))
+            drawn.append(
+                (z0 + 0.01, lambda a=item: _hedge(canvas, rng, a[1], a[2], a[3], a[4], a[5], a[6]))
+            )
 
     z_min = max(z_near * 1.05, 3.0)
-    for side, road, walk, grass in ((-1, road_l, layout["sidewalk_left"], layout["grass_left"]), (1, road_r, layout["sidewalk_right"], layout["grass_right"])):
+    for side, road, walk, grass in (
+        (-1, road_l, layout["sidewalk_left"], layout["grass_left"]),
+        (1, road_r, layout["sidewalk_right"], layout["grass_right"]),
+    ):
         for _ in range(int(rng.integers(2, 6))):
             z = rng.uniform(z_min + 2, 70)
             drawn.append((z, lambda x=side * (road + 0.4), z=z: _pole(canvas, rng, x, z)))
@@ -490,11 +617,20 @@ def render_scene(rng: np.random.Generator, height: int = 256, width: int = 512):
             drawn.append((z, lambda x=px, z=z: _human(canvas, rng, x, z, 0.0, "person", False)))
         if rng.random() < 0.4:
             z = rng.uniform(z_min + 1, 50)
-            drawn.append((z, lambda x=side * (road + walk - 0.4), z=z: _static_object(canvas, rng, x, z)))
+            drawn.append(
+                (z, lambda x=side * (road + walk - 0.4), z=z: _static_object(canvas, rng, x, z))
+            )
         if rng.random() < 0.35:
             z0 = rng.uniform(z_min, 30)
             fx = road + walk
-            drawn.append((z0, lambda s=side, x=fx, z0=z0: _fence(canvas, rng, s, x, z0, z0 + rng.uniform(6, 20))))
+            drawn.append(
+                (
+                    z0,
+                    lambda s=side, x=fx, z0=z0: _fence(
+                        canvas, rng, s, x, z0, z0 + rng.uniform(6, 20)
+                    ),
+                )
+            )
         for _ in range(int(rng.integers(0, 3))):  # parked cars along the curb
             z = rng.uniform(z_min + 1, 60)
             drawn.append((z, lambda x=side * (road - 1.2), z=z: _vehicle(canvas, rng, x, z, "car")))
@@ -512,7 +648,12 @@ def render_scene(rng: np.random.Generator, height: int = 256, width: int = 512):
 
     if rng.random() < 0.7:  # ego vehicle hood at the bottom
         hood = np.array(
-            [[0, height], [width * 0.15, height - height * 0.07], [width * 0.85, height - height * 0.07], [width, height]]
+            [
+                [0, height],
+                [width * 0.15, height - height * 0.07],
+                [width * 0.85, height - height * 0.07],
+                [width, height],
+            ]
         ) + np.array([rng.uniform(-0.05, 0.05) * width, 0])
         canvas.polygons([hood], "ego vehicle", _jitter(rng, (40, 40, 45), 8))
     if rng.random() < 0.5:  # a thin out-of-roi frame, as at the rectified image border
@@ -524,7 +665,9 @@ def render_scene(rng: np.random.Generator, height: int = 256, width: int = 512):
     return _shade(canvas, rng), canvas.label
 
 
-def _wall(canvas: Canvas, rng, side: int, x: float, z0: float, z1: float, height: float, lit: float):
+def _wall(
+    canvas: Canvas, rng, side: int, x: float, z0: float, z1: float, height: float, lit: float
+):
     sx = side * x
     corners = np.array([[sx, 0, z0], [sx, height, z0], [sx, height, z1], [sx, 0, z1]])
     canvas.quad(corners, "wall", _jitter(rng, (165, 160, 150), 12) * lit)
@@ -541,7 +684,7 @@ def _shade(canvas: Canvas, rng: np.random.Generator) -> np.ndarray:
     image = canvas.rgb * texture[..., None]
     # Lighting: exposure, colour temperature, a soft left-right gradient and vignetting.
     exposure = rng.uniform(0.7, 1.2)
-    tint = np.array([rng.uniform(0.92, 1.08), 1.0, rng.uniform(0.92, 1.08)], np.float32)
+    tint = np.array([rng.uniform(0.95, 1.05), 1.0, rng.uniform(0.95, 1.05)], np.float32)
     cols = np.linspace(-1, 1, w, dtype=np.float32)[None, :]
     rows = np.linspace(-1, 1, h, dtype=np.float32)[:, None]
     gradient = 1.0 + rng.uniform(-0.15, 0.15) * cols
@@ -562,8 +705,8 @@ def scene_name(split: str, index: int) -> tuple[str, str]:
     return city, f"{city}_{index // len(cities):06d}_000019"
 
 
-def encode_png(array: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+def encode_png(array: np.ndarray, level: int = 3) -> bytes:
+    ok, data = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, level])
     if not ok:
         raise RuntimeError("PNG encoding failed")
     return data.tobytes()
@@ -593,7 +736,9 @@ def generate(
     return make_lists(out)
 
 
-def preview(path: str | os.PathLike, seed: int = 0, count: int = 4, height: int = 256, width: int = 512) -> None:
+def preview(
+    path: str | os.PathLike, seed: int = 0, count: int = 3, height: int = 256, width: int = 512
+) -> None:
     """A picture of ``count`` scenes (left) beside their colour labels (right)."""
     colors = labelid_palette()[:, ::-1]
     rows = []
@@ -603,11 +748,13 @@ def preview(path: str | os.PathLike, seed: int = 0, count: int = 4, height: int 
         rows.append(np.concatenate([image, gap, colors[label]], axis=1))
         rows.append(np.full((4, rows[-1].shape[1], 3), 255, np.uint8))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, encode_png(np.concatenate(rows[:-1], axis=0)))
+    atomic_write(path, encode_png(np.concatenate(rows[:-1], axis=0), level=9))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write procedural street scenes in the Cityscapes layout.")
+    parser = argparse.ArgumentParser(
+        description="Write procedural street scenes in the Cityscapes layout."
+    )
     parser.add_argument("--out", default=None, help="output root (leftImg8bit/, gtFine/, *.lst)")
     parser.add_argument("--train", type=int, default=48, help="training scenes")
     parser.add_argument("--val", type=int, default=8, help="validation scenes")
@@ -624,7 +771,9 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--{flag} must be {'>= 32' if flag in ('height', 'width') else '>= 0'}")
     if args.out is not None:
         counts = {"train": args.train, "val": args.val, "test": args.test}
-        lists = generate(args.out, {k: v for k, v in counts.items() if v}, args.height, args.width, args.seed)
+        lists = generate(
+            args.out, {k: v for k, v in counts.items() if v}, args.height, args.width, args.seed
+        )
         print(", ".join(f"{name}.lst: {n}" for name, n in lists.items()))
     if args.preview is not None:
         preview(args.preview, seed=args.seed, height=args.height, width=args.width)

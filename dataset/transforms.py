@@ -38,7 +38,9 @@ def normalize(image_bgr: np.ndarray, mode: str = "caffe") -> np.ndarray:
         rgb -= IMAGENET_MEAN
         rgb /= IMAGENET_STD
     else:
-        raise ValueError(f"unknown normalisation {mode!r}; choose one of {', '.join(NORMALIZATIONS)}")
+        raise ValueError(
+            f"unknown normalisation {mode!r}; choose one of {', '.join(NORMALIZATIONS)}"
+        )
     return rgb
 
 

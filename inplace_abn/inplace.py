@@ -4,11 +4,14 @@ BatchNorm + activation normally keeps two activation-sized tensors for the backw
 the norm and the input of the activation). Here the forward overwrites its input with the output
 and keeps only that output: the backward recovers the normalised input by inverting the
 activation and the affine transform (paper, Sec. 3.2). The output is what the next convolution
-saves anyway, so a conv + InPlaceABN block stores one tensor instead of three.
+saves anyway, so a conv + InPlaceABN(leaky_relu) block stores one tensor instead of three. With
+``activation="identity"`` and a separate ReLU after it (the ResNet backbone, as in the original)
+the ReLU keeps its own output, so there the saving is nil.
 
-Caveat of any in-place op: the input tensor is overwritten, so it must not be needed elsewhere
-(feed it a convolution's output, as every use in OCNet does). Autograd raises an error at
-backward time if an earlier op saved the overwritten tensor.
+Caveats of any in-place op: the input tensor is overwritten, so it must not be needed elsewhere
+(feed it a convolution's output, as every use in OCNet does); autograd raises an error at
+backward time if an earlier op saved the overwritten tensor; and full backward hooks
+(``register_full_backward_hook``) on the module are refused, as for ``nn.ReLU(inplace=True)``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from utils.distributed import all_reduce_sum
+from utils.distributed import all_reduce_sum, is_dist
 
 from .abn import ABN
 
@@ -39,16 +42,17 @@ def _batch_stats(x: torch.Tensor, sync: bool) -> tuple[torch.Tensor, torch.Tenso
     the batch and spatial dims is ~20x slower than this on CPU.)
     """
     dims = [d for d in range(x.dim()) if d != 1]
-    packed = torch.cat([x.sum(dims).double(), x.new_tensor([x.numel() // x.shape[1]]).double()])
-    if sync:
-        all_reduce_sum(packed)
-    count = packed[-1].item()
+    sums, count = x.sum(dims), float(x.numel() // x.shape[1])
+    sync = sync and is_dist()
+    if sync:  # one reduction for sums and count; the count leaves the device only here
+        packed = all_reduce_sum(torch.cat([sums.double(), sums.new_tensor([count]).double()]))
+        sums, count = packed[:-1], packed[-1].item()
     if count < 2:
         raise ValueError(f"Expected more than 1 value per channel when training, got {count:g}")
-    mean = (packed[:-1] / count).to(x.dtype)
-    centred = (x - _per_channel(mean, x.dim())).square_().sum(dims).double()
+    mean = (sums / count).to(x.dtype)
+    centred = (x - _per_channel(mean, x.dim())).square_().sum(dims)
     if sync:
-        all_reduce_sum(centred)
+        centred = all_reduce_sum(centred.double())
     return mean, (centred / count).to(x.dtype), count
 
 
@@ -130,9 +134,9 @@ class _InPlaceABNFunction(torch.autograd.Function):
             dz = torch.ops.aten.elu_backward(dy, 1.0, 1.0, 1.0, True, yf)
             z = torch.log1p(yf.clamp(max=0)).add_(yf.clamp(min=0))
         else:
-            z, dz = yf, dy
-        # Invert the affine transform: the normalised input x_hat.
-        xhat = (z - _per_channel(b, ndim)).div_(_per_channel(w, ndim))
+            z, dz = yf.clone(), dy
+        # Invert the affine transform (in place: z is a fresh tensor): the normalised input x_hat.
+        xhat = z.sub_(_per_channel(b, ndim)).div_(_per_channel(w, ndim))
 
         dims = [d for d in range(ndim) if d != 1]
         sum_dz = dz.sum(dims)
@@ -144,6 +148,7 @@ class _InPlaceABNFunction(torch.autograd.Function):
 
         grad_x = None
         if ctx.needs_input_grad[0]:
+            scale = _per_channel(w * invstd, ndim)
             if training:
                 # The batch statistics depend on every rank's input: reduce the sums globally.
                 sums = torch.stack([sum_dz, sum_dz_xhat])
@@ -151,9 +156,12 @@ class _InPlaceABNFunction(torch.autograd.Function):
                     all_reduce_sum(sums)
                 mean_dz = _per_channel(sums[0] / count, ndim)
                 mean_dz_xhat = _per_channel(sums[1] / count, ndim)
-                # x_hat is not needed any more: its memory takes dz - mean(dz) - x_hat mean(dz x_hat).
-                dz = xhat.mul_(-mean_dz_xhat).sub_(mean_dz).add_(dz)
-            grad_x = (dz * _per_channel(w * invstd, ndim)).to(y.dtype)
+                # x_hat is not needed any more: its memory takes the result
+                # (dz - mean(dz) - x_hat mean(dz x_hat)) w / std, the BatchNorm input gradient.
+                grad_x = xhat.mul_(-mean_dz_xhat).sub_(mean_dz).add_(dz).mul_(scale)
+            else:
+                grad_x = dz * scale
+            grad_x = grad_x.to(y.dtype)
         return grad_x, grad_weight, grad_bias, None, None, None, None, None, None, None, None
 
 

@@ -186,3 +186,16 @@ def test_agrees_with_the_official_evaluator(tmp_path, source):
             assert theirs != theirs  # NaN
         else:
             assert value == pytest.approx(theirs, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_two_spawned_cpu_processes_write_the_same_submission(setup, tmp_path):
+    generate_submit.main(submit_args(setup, tmp_path / "one"))
+    generate_submit.main(submit_args(setup, tmp_path / "two", "--nproc", "2"))
+    one = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.png"))
+    two = sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*.png"))
+    assert one == two and len(one) == 3
+    for rel in one:
+        assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes()
+    with zipfile.ZipFile(tmp_path / "two" / "submission.zip") as archive:
+        assert sorted(archive.namelist()) == sorted(str(p) for p in one)

@@ -6,6 +6,9 @@ size are zero-padded at the bottom/right, and every resize is bilinear with ``al
 (the setting the released models were trained with). Unlike the original, tiles are run through the
 network in batches, softmax probabilities (not raw logits) are summed and divided by the per-pixel
 tile count, and every requested scale is used.
+
+The second half holds what evaluate.py and generate_submit.py share (one copy): prediction flags,
+model loading, the sharded loader, atomic PNG writes, process launching and one-line errors.
 """
 
 from __future__ import annotations

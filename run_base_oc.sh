@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Base-OC (paper Sec. 3.2): ~79.3 val / ~78.1 test mIoU single scale with the defaults.
+# Train on Cityscapes train, evaluate on val, write the test submission; settings come from the
+# environment (see run_common.sh), e.g. GPUS=0,1 MAX_ITERS=20000 sh run_base_oc.sh
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
+set -euo pipefail
+METHOD=${METHOD:-base_oc_dsn}
+# shellcheck source=run_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/run_common.sh"

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The dilated ResNet-101 baseline without object context (paper Table 1).
+# Train on Cityscapes train, evaluate on val, write the test submission; settings come from the
+# environment (see run_common.sh), e.g. GPUS=0,1 MAX_ITERS=20000 sh run_baseline.sh
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
+set -euo pipefail
+METHOD=${METHOD:-baseline}
+# shellcheck source=run_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/run_common.sh"
