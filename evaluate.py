@@ -24,35 +24,26 @@ import numpy as np
 import torch
 
 from utils import cli
-from utils.distributed import all_reduce_sum, barrier, get_world_size, is_main_process
-from utils.inference import (
-    InputError,
+from utils.distributed import all_reduce_sum, barrier, get_world_size, is_main_process, launch
+from utils.metrics import confusion_matrix, format_table, save_scores, scores
+from utils.predict_cli import (
     add_prediction_args,
     build_model,
     check_inputs,
-    check_prediction_args,
-    launch,
     make_dataset,
     make_loader,
     predicted_batches,
-    prepare_output_dir,
     write_png,
 )
-from utils.metrics import confusion_matrix, format_table, save_scores, scores
+
+PROG = os.path.basename(__file__)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_prediction_args(parser, data_list="./dataset/list/cityscapes/val.lst")
     group = parser.add_argument_group("outputs")
-    group.add_argument(
-        "--store-output",
-        type=cli.str2bool,
-        nargs="?",
-        const=True,
-        default=False,
-        help="also write train-id, colour and panel PNGs",
-    )
+    cli.add_flag(group, "--store-output", "also write train-id, colour and panel PNGs")
     group.add_argument(
         "--num-panels", type=int, default=5, help="image | prediction | truth panels to write"
     )
@@ -86,12 +77,9 @@ def write_outputs(
         write_png(os.path.join(root, "panels", f"{name}.png"), panel)
 
 
-def evaluate_worker(args: argparse.Namespace, local_rank: int = 0) -> dict | None:
+def evaluate_worker(args: argparse.Namespace, device: torch.device) -> dict | None:
     """Predict this process's shard, sum the confusion matrices, and (rank 0) report scores."""
-    check_prediction_args(args)
     num_classes = cli.resolve_num_classes(args)
-    device = cli.resolve_device(args, local_rank)
-    prepare_output_dir(args.output_path)
     dataset = make_dataset(args, "val")
     model = build_model(args, num_classes, device)
     loader = make_loader(args, dataset, device)
@@ -104,7 +92,7 @@ def evaluate_worker(args: argparse.Namespace, local_rank: int = 0) -> dict | Non
             try:
                 confusion += confusion_matrix(pred_i, label_i, num_classes)
             except ValueError as error:
-                raise InputError(f"{meta['image_path']}: {error}") from None
+                raise cli.UserError(f"{meta['image_path']}: {error}") from None
             if args.store_output:
                 write_outputs(args, pred_i.cpu().numpy(), label_i.cpu().numpy(), meta)
     all_reduce_sum(confusion)
@@ -120,7 +108,7 @@ def evaluate_worker(args: argparse.Namespace, local_rank: int = 0) -> dict | Non
 
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
-    launch(evaluate_worker, args, check=lambda a: check_inputs(a, "val"))
+    launch(evaluate_worker, args, PROG, check=lambda a: check_inputs(a, "val"))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ For each input ``<city>_<seq>_<frame>_leftImg8bit.png`` it writes
 ``<output-path>/<city>/<city>_<seq>_<frame>.png`` holding Cityscapes *label ids* (train ids mapped
 back through ``dataset.labels.labelid_lut``; ADE20K: class index + 1, 0 = other), and
 ``<output-path>/submission.zip`` with the same ``<city>/...`` tree. Prediction options and model
-loading are those of ``evaluate.py`` (shared in ``utils.inference``); every ``--scales`` entry is
+loading are those of ``evaluate.py`` (shared in ``utils.predict_cli``); every ``--scales`` entry is
 used (the original's version silently dropped 0.75).
 """
 
@@ -19,21 +19,19 @@ import numpy as np
 import torch
 
 from utils import cli
-from utils.distributed import barrier, is_main_process
+from utils.distributed import barrier, is_main_process, launch
 from utils.fileio import atomic_path
-from utils.inference import (
+from utils.predict_cli import (
     add_prediction_args,
     build_model,
     check_inputs,
-    check_prediction_args,
-    launch,
     make_dataset,
     make_loader,
     predicted_batches,
-    prepare_output_dir,
     write_png,
 )
 
+PROG = os.path.basename(__file__)
 ZIP_NAME = "submission.zip"
 
 
@@ -80,11 +78,9 @@ def write_zip(output_path: str, relative_paths: list[str]) -> str:
     return zip_path
 
 
-def submit_worker(args: argparse.Namespace, local_rank: int = 0) -> str | None:
-    check_prediction_args(args)
+def submit_worker(args: argparse.Namespace, device: torch.device) -> str | None:
+    """Write this process's share of label-id PNGs; rank 0 then zips the whole list."""
     num_classes = cli.resolve_num_classes(args)
-    device = cli.resolve_device(args, local_rank)
-    prepare_output_dir(args.output_path)
     dataset = make_dataset(args, dataset_split(args))
     model = build_model(args, num_classes, device)
     loader = make_loader(args, dataset, device)
@@ -108,7 +104,7 @@ def submit_worker(args: argparse.Namespace, local_rank: int = 0) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
-    launch(submit_worker, args, check=lambda a: check_inputs(a, dataset_split(a)))
+    launch(submit_worker, args, PROG, check=lambda a: check_inputs(a, dataset_split(a)))
 
 
 if __name__ == "__main__":

@@ -21,33 +21,30 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dataset import DatasetError, get_segmentation_dataset, make_worker_init_fn
+from dataset import get_segmentation_dataset, make_worker_init_fn
 from inplace_abn import ABN
 from network import get_segmentation_model
 from network.weights import restore_weights
 from utils import distributed as dist_utils
 from utils.checkpoint import (
     CHECKPOINT_PATTERN,
-    CheckpointError,
     atomic_save,
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
 )
 from utils.cli import (
+    UserError,
     add_data_args,
     add_device_args,
+    add_flag,
     add_model_args,
     autocast_dtype,
-    gpu_ids,
-    resolve_device,
     resolve_num_classes,
-    str2bool,
 )
 from utils.criterion import DSN_WEIGHT, OHEM_MIN_KEPT, OHEM_THRESH, build_criterion
 from utils.inference import predict
@@ -55,6 +52,7 @@ from utils.logger import TrainingLogger
 from utils.lr import poly_lr, set_lr
 from utils.metrics import confusion_matrix, scores
 
+PROG = os.path.basename(__file__)
 FAULT_HELP = """\
 test hooks (environment variables, for exercising the guards and resume):
   OCNET_FAULT_NAN_AT=N    make the loss of iteration N NaN (the NaN guard must stop training)
@@ -63,15 +61,8 @@ test hooks (environment variables, for exercising the guards and resume):
 """
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError):
     """A condition that stops training with a one-line message (e.g. a non-finite loss)."""
-
-
-def flag(parser_group, name: str, help: str) -> None:
-    """A boolean flag accepting both ``--flag`` and the original's ``--flag True/False``."""
-    parser_group.add_argument(
-        name, type=str2bool, nargs="?", const=True, default=False, metavar="BOOL", help=help
-    )
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -99,15 +90,15 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="start at this iteration (lr schedule and sample stream), e.g. to continue "
         "from --restore-from weights; --resume is the exact way",
     )
-    flag(group, "--fix-lr", "keep the learning rate at --learning-rate (fine-tuning)")
+    add_flag(group, "--fix-lr", "keep the learning rate at --learning-rate (fine-tuning)")
 
     group = parser.add_argument_group("augmentation")
-    flag(group, "--random-mirror", "random horizontal flips")
-    flag(group, "--random-scale", "random rescaling by 0.5 ... 2.1 before cropping")
+    add_flag(group, "--random-mirror", "random horizontal flips")
+    add_flag(group, "--random-scale", "random rescaling by 0.5 ... 2.1 before cropping")
     group.add_argument("--ignore-label", type=int, default=255, help="label value to ignore")
 
     group = parser.add_argument_group("loss")
-    flag(group, "--ohem", "online hard example mining")
+    add_flag(group, "--ohem", "online hard example mining")
     group.add_argument(
         "--ohem-thres",
         type=float,
@@ -120,11 +111,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=OHEM_MIN_KEPT,
         help="OHEM keeps at least this many pixels per process and step",
     )
-    flag(group, "--ohem-single", "OHEM on the final output only; the DSN output uses plain CE")
+    add_flag(group, "--ohem-single", "OHEM on the final output only; the DSN output uses plain CE")
     group.add_argument(
         "--dsn-weight", type=float, default=DSN_WEIGHT, help="weight of the DSN (layer3) loss"
     )
-    flag(group, "--use-weight", "the original's Cityscapes class weights (19 classes only)")
+    add_flag(group, "--use-weight", "the original's Cityscapes class weights (19 classes only)")
 
     group = parser.add_argument_group("checkpoints and logs")
     group.add_argument(
@@ -145,7 +136,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=0,
         help="keep only the newest N checkpoint_*.pth (0: keep all)",
     )
-    flag(group, "--resume", "continue from the newest checkpoint in --snapshot-dir, if any")
+    add_flag(group, "--resume", "continue from the newest checkpoint in --snapshot-dir, if any")
     group.add_argument("--log-every", type=int, default=10, help="log the loss every N iterations")
 
     group = parser.add_argument_group("validation during training")
@@ -155,37 +146,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument("--val-list", default=None, help="list file of the validation images")
 
     group = parser.add_argument_group("performance and reproducibility")
-    group.add_argument(
-        "--nproc", type=int, default=1, help="CPU processes to spawn (gloo) with --device cpu"
-    )
-    flag(group, "--channels-last", "channels-last memory format")
-    flag(group, "--compile", "torch.compile the model")
-    flag(group, "--deterministic", "deterministic algorithms (warn-only where none exist)")
+    add_flag(group, "--channels-last", "channels-last memory format")
+    add_flag(group, "--compile", "torch.compile the model")
+    add_flag(group, "--deterministic", "deterministic algorithms (warn-only where none exist)")
     group.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
     return parser
 
 
 # ----------------------------------------------------------------------------------------------
 # Checks before any work
-
-
-def fail(message: str) -> None:
-    """Stop with one line on stderr and exit code 2, like argparse's errors."""
-    print(f"train.py: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def world_layout(args: argparse.Namespace) -> tuple[int, str]:
-    """``(processes, how)`` with how in single / torchrun / spawn."""
-    env = dist_utils.torchrun_env()
-    if env is not None:
-        return env[1], "torchrun"
-    ids = gpu_ids(args)
-    if args.nproc > 1:
-        if ids:
-            fail("--nproc is for CPU processes; with GPUs list them in --gpu instead")
-        return args.nproc, "spawn"
-    return (len(ids), "spawn") if len(ids) > 1 else (1, "single")
 
 
 def restore_path(args: argparse.Namespace) -> str | None:
@@ -208,14 +177,17 @@ def probe_crop(args: argparse.Namespace, num_classes: int) -> None:
             model(torch.empty(args.batch_size, 3, *args.input_size))
     except (ValueError, RuntimeError) as error:
         h, w = args.input_size
-        fail(
+        raise UserError(
             f"--input-size {h},{w} does not fit {name} with --batch-size {args.batch_size}: "
             f"{str(error).splitlines()[0]}"
-        )
+        ) from None
 
 
-def check_args(args: argparse.Namespace) -> int:
-    """Validate flags, paths and data before spawning anything; returns the process count."""
+def check_args(args: argparse.Namespace) -> None:
+    """Validate flags, paths and data before spawning anything, then create ``--snapshot-dir``.
+
+    Every problem raises ``UserError``, reported by ``utils.distributed.launch`` as one line.
+    """
     positive = {
         "--num-steps": args.num_steps,
         "--batch-size": args.batch_size,
@@ -225,7 +197,7 @@ def check_args(args: argparse.Namespace) -> int:
     }
     for name, value in positive.items():
         if value <= 0:
-            fail(f"{name} must be positive, got {value}")
+            raise UserError(f"{name} must be positive, got {value}")
     non_negative = {
         "--workers": args.workers,
         "--start-iters": args.start_iters,
@@ -240,59 +212,56 @@ def check_args(args: argparse.Namespace) -> int:
     }
     for name, value in non_negative.items():
         if value < 0:
-            fail(f"{name} must not be negative, got {value}")
+            raise UserError(f"{name} must not be negative, got {value}")
     if not args.learning_rate > 0:
-        fail(f"--learning-rate must be positive, got {args.learning_rate}")
+        raise UserError(f"--learning-rate must be positive, got {args.learning_rate}")
     if args.start_iters >= args.num_steps:
-        fail(f"--start-iters {args.start_iters} must be below --num-steps {args.num_steps}")
+        raise UserError(
+            f"--start-iters {args.start_iters} must be below --num-steps {args.num_steps}"
+        )
     if not 0 < args.ohem_thres <= 1:
-        fail(f"--ohem-thres must lie in (0, 1], got {args.ohem_thres}")
+        raise UserError(f"--ohem-thres must lie in (0, 1], got {args.ohem_thres}")
     if args.threads is not None and args.threads <= 0:
-        fail(f"--threads must be positive, got {args.threads}")
+        raise UserError(f"--threads must be positive, got {args.threads}")
 
-    world_size, how = world_layout(args)
-    try:
-        device = resolve_device(args)
-    except SystemExit as error:
-        fail(str(error).removeprefix("error: "))
-    if how == "spawn" and args.nproc > 1 and device.type != "cpu":
-        fail(f"--nproc spawns CPU processes; it needs --device cpu, not {device}")
+    world_size = dist_utils.world_layout(args)[0]
     if args.batch_size < world_size:
-        fail(f"--batch-size {args.batch_size} is smaller than the {world_size} processes")
+        raise UserError(
+            f"--batch-size {args.batch_size} is smaller than the {world_size} processes"
+        )
     if args.batch_size % world_size:
-        fail(f"--batch-size {args.batch_size} is not divisible by the {world_size} processes")
+        raise UserError(
+            f"--batch-size {args.batch_size} is not divisible by the {world_size} processes"
+        )
 
     num_classes = resolve_num_classes(args)
     if num_classes < 2:
-        fail(f"--num-classes must be at least 2, got {num_classes}")
+        raise UserError(f"--num-classes must be at least 2, got {num_classes}")
     try:
         build_criterion(args.method, num_classes, use_weight=args.use_weight)
     except ValueError as error:
-        fail(str(error))
+        raise UserError(str(error)) from None
     if args.use_weight and args.dataset != "cityscapes":
-        fail(f"--use-weight holds Cityscapes class weights; --dataset is {args.dataset}")
+        raise UserError(f"--use-weight holds Cityscapes class weights; --dataset is {args.dataset}")
     path = restore_path(args)
     if path is not None and not os.path.isfile(path):
-        fail(f"--restore-from {path} is not a file")
+        raise UserError(f"--restore-from {path} is not a file")
     if not os.path.isdir(args.data_dir):
-        fail(f"--data-dir {args.data_dir} is not a folder")
+        raise UserError(f"--data-dir {args.data_dir} is not a folder")
     if not os.path.isfile(args.data_list):
-        fail(f"--data-list {args.data_list} is not a file")
+        raise UserError(f"--data-list {args.data_list} is not a file")
     if args.val_every > 0 and not args.val_list:
-        fail("--val-every needs --val-list (the validation images)")
+        raise UserError("--val-every needs --val-list (the validation images)")
     if args.val_list and not os.path.isfile(args.val_list):
-        fail(f"--val-list {args.val_list} is not a file")
+        raise UserError(f"--val-list {args.val_list} is not a file")
     if os.path.exists(args.snapshot_dir) and not os.path.isdir(args.snapshot_dir):
-        fail(f"--snapshot-dir {args.snapshot_dir} exists and is not a folder")
+        raise UserError(f"--snapshot-dir {args.snapshot_dir} exists and is not a folder")
 
-    try:
-        build_train_dataset(args)
-        if args.val_list:
-            build_val_dataset(args)
-    except DatasetError as error:
-        fail(str(error))
+    build_train_dataset(args)  # a DatasetError names the bad list line
+    if args.val_list:
+        build_val_dataset(args)
     probe_crop(args, num_classes)
-    return world_size
+    os.makedirs(args.snapshot_dir, exist_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -478,10 +447,7 @@ def resume_state(args: argparse.Namespace) -> dict | None:
     path = latest_checkpoint(args.snapshot_dir)
     if path is None:
         return None
-    try:
-        checkpoint = load_checkpoint(path)
-    except CheckpointError as error:
-        raise TrainingError(str(error)) from None
+    checkpoint = load_checkpoint(path)
     saved = checkpoint.get("args", {})
     for key in RESUME_MUST_MATCH:
         if key in saved and saved[key] != getattr(args, key):
@@ -493,8 +459,8 @@ def resume_state(args: argparse.Namespace) -> dict | None:
     return checkpoint
 
 
-def setup_device(args: argparse.Namespace, local_rank: int) -> torch.device:
-    """Threads, determinism and this process's device."""
+def setup_process(args: argparse.Namespace) -> None:
+    """Threads and determinism of this process."""
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.deterministic:
@@ -503,22 +469,17 @@ def setup_device(args: argparse.Namespace, local_rank: int) -> torch.device:
         torch.backends.cudnn.benchmark = False
     else:
         torch.backends.cudnn.benchmark = True
-    device = resolve_device(args, local_rank)
-    if device.type == "cuda":
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    return device
 
 
-def train(args: argparse.Namespace, rank: int, world_size: int, local_rank: int) -> None:
-    """The training loop of one process (rank) of ``world_size``."""
-    device = setup_device(args, local_rank)
+def train(args: argparse.Namespace, device: torch.device) -> None:
+    """The training of one process (rank) of the world ``utils.distributed.launch`` started."""
+    rank, world_size = dist_utils.get_rank(), dist_utils.get_world_size()
+    setup_process(args)
     resume = resume_state(args) if args.resume else None
     start = int(resume["iteration"]) if resume else args.start_iters
     if start >= args.num_steps:
         if rank == 0:
-            print(f"train.py: nothing to do: {resume['path']} is at iteration {start}")
+            print(f"{PROG}: nothing to do: {resume['path']} is at iteration {start}")
         return
     logger = TrainingLogger(args.snapshot_dir, enabled=rank == 0, start_iteration=start)
     with contextlib.closing(logger):
@@ -534,10 +495,7 @@ def build_model(
     path = restore_path(args) if restore else None
     model = get_segmentation_model(f"{args.network}_{args.method}", num_classes=num_classes)
     if path is not None:
-        try:
-            kind = restore_weights(model, path)
-        except CheckpointError as error:
-            raise TrainingError(str(error)) from None
+        kind = restore_weights(model, path)
         logger.info(f"initialised the {kind} from {path}")
     return model
 
@@ -708,49 +666,8 @@ def train_loop(
     dist_utils.barrier()
 
 
-# ----------------------------------------------------------------------------------------------
-# Processes
-
-
-def run_process(
-    local_rank: int, args: argparse.Namespace, world_size: int, port: int | None, how: str
-) -> None:
-    """Entry point of one training process; a TrainingError ends it with one message line."""
-    if how == "torchrun":
-        rank, world_size, local_rank = dist_utils.torchrun_env()
-    else:
-        rank = local_rank
-    try:
-        if world_size > 1:
-            device = resolve_device(args, local_rank)
-            backend = "nccl" if device.type == "cuda" else "gloo"
-            dist_utils.init_process_group(
-                backend, rank, world_size, port if how == "spawn" else None
-            )
-        train(args, rank, world_size, local_rank)
-    except TrainingError as error:
-        if rank == 0:
-            print(f"train.py: error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
-    finally:
-        dist_utils.destroy_process_group()
-
-
 def main(args: argparse.Namespace) -> None:
-    world_size = check_args(args)
-    os.makedirs(args.snapshot_dir, exist_ok=True)
-    how = world_layout(args)[1]
-    if how != "spawn":
-        run_process(0, args, world_size, None, how)
-        return
-    port = dist_utils.free_port()
-    try:
-        mp.spawn(run_process, args=(args, world_size, port, how), nprocs=world_size, join=True)
-    except mp.ProcessExitedException as error:
-        # The failing process has printed its message already.
-        raise SystemExit(
-            error.exit_code if error.exit_code and error.exit_code > 0 else 1
-        ) from None
+    dist_utils.launch(train, args, PROG, check=check_args)
 
 
 if __name__ == "__main__":

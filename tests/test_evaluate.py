@@ -116,13 +116,16 @@ def base_args(setup, out, *extra, ckpt=None):
     ]  # fmt: skip
 
 
-def run_error(args, capsys):
-    """Run the CLI in-process; return its single stderr line, checking exit status and format."""
+def run_error(args, capsys, status=2):
+    """Run the CLI in-process; return its single stderr line, checking exit status and format.
+
+    Status 2: found by the checks before any work; 1: the run failed on the way.
+    """
     with pytest.raises(SystemExit) as info:
         evaluate.main(args)
-    assert info.value.code not in (0, None)
+    assert info.value.code == status
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    lines = [line for line in err.splitlines() if line.startswith("evaluate.py: error:")]
     assert len(lines) == 1, err
     assert "Traceback" not in err
     return lines[0]
@@ -208,7 +211,9 @@ def test_sliding_and_multiscale_flags_run_and_differ_from_whole(setup, tmp_path)
 
 def test_error_wrong_class_count(setup, tmp_path, capsys):
     line = run_error(base_args(setup, tmp_path, "--num-classes", "7"), capsys)
-    assert line.startswith(f"error: checkpoint {setup['ckpt']} does not fit the model:")
+    assert line.startswith(
+        f"evaluate.py: error: checkpoint {setup['ckpt']} does not fit the model:"
+    )
     assert "another class count" in line
 
 
@@ -222,7 +227,7 @@ def test_error_wrong_method(setup, tmp_path, capsys):
 def test_error_missing_checkpoint(setup, tmp_path, capsys):
     missing = str(tmp_path / "nope.pth")
     line = run_error(base_args(setup, tmp_path, ckpt=missing), capsys)
-    assert line == f"error: checkpoint {missing} does not exist"
+    assert line == f"evaluate.py: error: checkpoint {missing} does not exist"
 
 
 def test_error_corrupt_checkpoint(setup, tmp_path, capsys):
@@ -230,7 +235,7 @@ def test_error_corrupt_checkpoint(setup, tmp_path, capsys):
     corrupt.write_bytes(Path(setup["ckpt"]).read_bytes()[:5000])
     line = run_error(base_args(setup, tmp_path, ckpt=str(corrupt)), capsys)
     assert line.startswith(
-        f"error: checkpoint {corrupt} could not be read; it is truncated or corrupt"
+        f"evaluate.py: error: checkpoint {corrupt} could not be read; it is truncated or corrupt"
     )
 
 
@@ -238,7 +243,7 @@ def test_error_missing_list(setup, tmp_path, capsys):
     args = base_args(setup, tmp_path)
     args[args.index("--data-list") + 1] = str(tmp_path / "missing.lst")
     line = run_error(args, capsys)
-    assert line == f"error: list file {tmp_path / 'missing.lst'} not found"
+    assert line == f"evaluate.py: error: list file {tmp_path / 'missing.lst'} not found"
 
 
 def test_error_mixed_sizes_in_a_batch(setup, tmp_path, capsys):
@@ -247,11 +252,11 @@ def test_error_mixed_sizes_in_a_batch(setup, tmp_path, capsys):
     args = base_args(setup, tmp_path / "out", "--batch-size", "2")
     args[args.index("--data-dir") + 1] = str(root)
     args[args.index("--data-list") + 1] = list_path
-    line = run_error(args, capsys)
+    line = run_error(args, capsys, status=1)
     first, second = list_images(str(root), list_path)
     assert line == (
-        f"error: images in one batch must have one size, but {first} is 64x128 and {second} "
-        "is 32x64; use --batch-size 1 for mixed sizes"
+        f"evaluate.py: error: images in one batch must have one size, but {first} is 64x128 "
+        f"and {second} is 32x64; use --batch-size 1 for mixed sizes"
     )
     evaluate.main(args[:-2] + ["--batch-size", "1"])  # works one at a time
     assert (tmp_path / "out" / "metrics.json").is_file()
@@ -261,9 +266,9 @@ def test_error_output_path_not_writable(setup, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     line = run_error(base_args(setup, blocker / "sub"), capsys)
-    assert line.startswith(f"error: --output-path {blocker / 'sub'} cannot be created")
+    assert line.startswith(f"evaluate.py: error: --output-path {blocker / 'sub'} cannot be created")
     line = run_error(base_args(setup, blocker), capsys)
-    assert line == f"error: --output-path {blocker} exists and is not a folder"
+    assert line == f"evaluate.py: error: --output-path {blocker} exists and is not a folder"
 
 
 def test_error_corrupt_image_leaves_no_partial_files(setup, tmp_path, capsys):
@@ -274,7 +279,7 @@ def test_error_corrupt_image_leaves_no_partial_files(setup, tmp_path, capsys):
     args = base_args(setup, tmp_path / "out", "--store-output")
     args[args.index("--data-dir") + 1] = str(root)
     args[args.index("--data-list") + 1] = list_path
-    line = run_error(args, capsys)
+    line = run_error(args, capsys, status=1)
     assert bad in line and "unreadable" in line
     written = sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert written == ["aachen_000000_000019.png"] * 3  # trainid, colour, panel of the first
@@ -286,8 +291,9 @@ def test_error_is_one_line_from_a_subprocess(setup, tmp_path):
         [sys.executable, "evaluate.py", *base_args(setup, tmp_path, "--num-classes", "7")],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert proc.returncode == 1
-    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: checkpoint")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert proc.stderr.startswith("evaluate.py: error: checkpoint")
 
 
 @pytest.mark.slow

@@ -114,8 +114,10 @@ def test_submit_error_is_one_line(setup, tmp_path, capsys):
     args[1] = missing
     with pytest.raises(SystemExit) as info:
         generate_submit.main(args)
-    assert info.value.code == 1
-    assert capsys.readouterr().err == f"error: checkpoint {missing} does not exist\n"
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"generate_submit.py: error: checkpoint {missing} does not exist\n"
+    )
     assert not (tmp_path / "submission.zip").exists()
 
 

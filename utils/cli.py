@@ -1,4 +1,4 @@
-"""Flags shared by train.py, evaluate.py and generate_submit.py, defined once.
+"""Flags and error reporting shared by train.py, evaluate.py and generate_submit.py, defined once.
 
 Flag names follow the original OCNet scripts so its run scripts carry over.
 """
@@ -6,6 +6,8 @@ Flag names follow the original OCNet scripts so its run scripts carry over.
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import NoReturn
 
 import torch
 
@@ -13,6 +15,55 @@ from network import METHODS, NETWORKS
 
 DATASETS = ("cityscapes", "ade20k")
 NUM_CLASSES = {"cityscapes": 19, "ade20k": 150}
+
+# Exit statuses of the three CLIs; see ``fail``.
+USAGE_STATUS = 2
+RUN_STATUS = 1
+
+
+class UserError(Exception):
+    """A problem the user can fix (a flag, file, list line, output folder); one line, no traceback."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types reported as one line; anything else is a bug and keeps its traceback."""
+    from dataset import DatasetError
+    from utils.checkpoint import CheckpointError
+
+    return (UserError, DatasetError, CheckpointError, OSError)
+
+
+def one_line(error: BaseException) -> str:
+    """The user-facing part of an error message on one line.
+
+    Errors raised inside DataLoader workers come back wrapped with the worker's traceback; the
+    original message is its last line, after the exception's qualified name.
+    """
+    text = str(error)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def fail(prog: str, message: str, status: int = USAGE_STATUS) -> NoReturn:
+    """Print ``<prog>: error: <message>`` on stderr (argparse's format) and exit with ``status``.
+
+    Exit-status rule of train.py, evaluate.py and generate_submit.py: 2 (``USAGE_STATUS``, as
+    argparse) when the command cannot run as given, found before any work starts: argparse's own
+    errors, the checks of flag values, process layout, files, lists and checkpoints that run once
+    in the launching process; 1 (``RUN_STATUS``) when a started run fails: a broken image met
+    while predicting, a non-finite loss, a ``--resume`` checkpoint of other settings, a failing
+    process. Either way there is a single line and no traceback.
+    """
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(status)
+
+
+def report(prog: str, error: BaseException, rank: int, status: int) -> NoReturn:
+    """``fail`` with ``error``'s message; ranks other than 0 say who they are."""
+    message = one_line(error)
+    fail(prog, message if rank == 0 else f"(rank {rank}) {message}", status)
 
 
 def str2bool(value: str) -> bool:
@@ -23,6 +74,13 @@ def str2bool(value: str) -> bool:
     if lowered in ("0", "false", "no", "n", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {value!r}")
+
+
+def add_flag(parser_group, name: str, help: str) -> None:
+    """A boolean flag accepting both ``--flag`` and the original's ``--flag True/False``."""
+    parser_group.add_argument(
+        name, type=str2bool, nargs="?", const=True, default=False, metavar="BOOL", help=help
+    )
 
 
 def image_size(value: str) -> tuple[int, int]:
@@ -95,6 +153,9 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="comma-separated GPU ids; more than one spawns one DDP process each",
     )
+    group.add_argument(
+        "--nproc", type=int, default=1, help="CPU processes to spawn (gloo) with --device cpu"
+    )
     group.add_argument("--amp", default="none", choices=("none", "fp16", "bf16"), help="autocast")
     group.add_argument(
         "--seed", type=int, default=12345, help="seeds python, numpy, torch, workers"
@@ -112,9 +173,7 @@ def gpu_ids(args: argparse.Namespace) -> list[int]:
     try:
         return [int(g) for g in str(args.gpu).split(",") if g.strip()]
     except ValueError:
-        raise SystemExit(
-            f"error: --gpu expects comma-separated integers, got {args.gpu!r}"
-        ) from None
+        raise UserError(f"--gpu expects comma-separated integers, got {args.gpu!r}") from None
 
 
 def resolve_device(args: argparse.Namespace, local_rank: int = 0) -> torch.device:
@@ -122,16 +181,16 @@ def resolve_device(args: argparse.Namespace, local_rank: int = 0) -> torch.devic
     ids = gpu_ids(args)
     if ids:
         if not torch.cuda.is_available():
-            raise SystemExit(f"error: --gpu {args.gpu} given but no CUDA device is visible")
+            raise UserError(f"--gpu {args.gpu} given but no CUDA device is visible")
         return torch.device("cuda", ids[local_rank % len(ids)])
     if args.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(args.device)
     except RuntimeError:
-        raise SystemExit(f"error: --device {args.device!r} is not a device name") from None
+        raise UserError(f"--device {args.device!r} is not a device name") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {args.device} given but no CUDA device is visible")
+        raise UserError(f"--device {args.device} given but no CUDA device is visible")
     return device
 
 
