@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import cv2
 import numpy as np
@@ -41,7 +40,7 @@ PROG = os.path.basename(__file__)
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_prediction_args(parser, data_list="./dataset/list/cityscapes/val.lst")
+    add_prediction_args(parser, split="val")
     group = parser.add_argument_group("outputs")
     cli.add_flag(group, "--store-output", "also write train-id, colour and panel PNGs")
     group.add_argument(
@@ -106,10 +105,9 @@ def evaluate_worker(args: argparse.Namespace, device: torch.device) -> dict | No
     return scores(confusion, names)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = get_args_parser().parse_args(argv)
+def main(args: argparse.Namespace) -> None:
     launch(evaluate_worker, args, PROG, check=lambda a: check_inputs(a, "val"))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(get_args_parser().parse_args())

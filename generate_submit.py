@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import zipfile
 
 import numpy as np
@@ -37,7 +36,7 @@ ZIP_NAME = "submission.zip"
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_prediction_args(parser, data_list="./dataset/list/cityscapes/test.lst")
+    add_prediction_args(parser, split="test")
     parser.add_argument(
         "--split",
         default="test",
@@ -102,10 +101,9 @@ def submit_worker(args: argparse.Namespace, device: torch.device) -> str | None:
     return zip_path
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = get_args_parser().parse_args(argv)
+def main(args: argparse.Namespace) -> None:
     launch(submit_worker, args, PROG, check=lambda a: check_inputs(a, dataset_split(a)))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(get_args_parser().parse_args())

@@ -44,6 +44,7 @@ from utils.cli import (
     add_flag,
     add_model_args,
     autocast_dtype,
+    list_path,
     resolve_num_classes,
 )
 from utils.criterion import DSN_WEIGHT, OHEM_MIN_KEPT, OHEM_THRESH, build_criterion
@@ -72,7 +73,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_args(parser)
-    add_data_args(parser, data_list="./dataset/list/cityscapes/train.lst", input_size="769,769")
+    add_data_args(parser, split="train", input_size="769,769")
     add_device_args(parser)
     # The original's training defaults: 4 GPUs x 2 images, 769 crops, 40k steps.
     parser.set_defaults(batch_size=8, workers=4)
@@ -143,7 +144,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument(
         "--val-every", type=int, default=0, help="validation mIoU every N iterations (0: never)"
     )
-    group.add_argument("--val-list", default=None, help="list file of the validation images")
+    group.add_argument(
+        "--val-list", default=None, help="validation list (default: the dataset's val list)"
+    )
 
     group = parser.add_argument_group("performance and reproducibility")
     add_flag(group, "--channels-last", "channels-last memory format")
@@ -248,17 +251,17 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--restore-from {path} is not a file")
     if not os.path.isdir(args.data_dir):
         raise UserError(f"--data-dir {args.data_dir} is not a folder")
-    if not os.path.isfile(args.data_list):
-        raise UserError(f"--data-list {args.data_list} is not a file")
-    if args.val_every > 0 and not args.val_list:
-        raise UserError("--val-every needs --val-list (the validation images)")
-    if args.val_list and not os.path.isfile(args.val_list):
-        raise UserError(f"--val-list {args.val_list} is not a file")
+    lists = [("--data-list", list_path(args.data_list, args.dataset, "train"))]
+    if args.val_every > 0:
+        lists.append(("--val-list", list_path(args.val_list, args.dataset, "val")))
+    for flag_name, path in lists:
+        if path is not None and not os.path.isfile(path):
+            raise UserError(f"{flag_name} {path} is not a file")
     if os.path.exists(args.snapshot_dir) and not os.path.isdir(args.snapshot_dir):
         raise UserError(f"--snapshot-dir {args.snapshot_dir} exists and is not a folder")
 
     build_train_dataset(args)  # a DatasetError names the bad list line
-    if args.val_list:
+    if args.val_every > 0:
         build_val_dataset(args)
     probe_crop(args, num_classes)
     os.makedirs(args.snapshot_dir, exist_ok=True)
@@ -272,7 +275,7 @@ def build_train_dataset(args: argparse.Namespace):
     return get_segmentation_dataset(
         f"{args.dataset}_train",
         root=args.data_dir,
-        list_path=args.data_list,
+        list_path=list_path(args.data_list, args.dataset, "train"),
         crop_size=tuple(args.input_size),
         scale=args.random_scale,
         mirror=args.random_mirror,
@@ -288,7 +291,7 @@ def build_val_dataset(args: argparse.Namespace):
     return get_segmentation_dataset(
         f"{args.dataset}_val",
         root=args.data_dir,
-        list_path=args.val_list,
+        list_path=list_path(args.val_list, args.dataset, "val"),
         ignore_label=args.ignore_label,
         normalize=args.normalize,
     )
@@ -577,7 +580,7 @@ def train_loop(
         forward = torch.compile(forward)
 
     val_loader = None
-    if args.val_list:
+    if args.val_every > 0:
         val_set = build_val_dataset(args)
         val_indices = list(range(rank, len(val_set), world_size))
         val_loader = make_loader(val_set, val_indices, 1, args, device, args.seed, rank)

@@ -407,24 +407,6 @@ def test_worker_errors_reach_the_main_process(city):
 # ---------------------------------------------------------------- ADE20K
 
 
-@pytest.fixture
-def ade(tmp_path):
-    rng = np.random.default_rng(4)
-    for split, count in (("training", 3), ("validation", 2)):
-        (tmp_path / "images" / split).mkdir(parents=True)
-        (tmp_path / "annotations" / split).mkdir(parents=True)
-        for k in range(1, count + 1):
-            stem = f"ADE_{'train' if split == 'training' else 'val'}_{k:08d}"
-            cv2.imwrite(
-                str(tmp_path / "images" / split / f"{stem}.jpg"),
-                rng.integers(0, 255, (20, 30, 3), dtype=np.uint8),
-            )
-            label = np.zeros((20, 30), np.uint8)
-            label[:, 10:20], label[:, 20:] = 1, 150
-            cv2.imwrite(str(tmp_path / "annotations" / split / f"{stem}.png"), label)
-    return tmp_path
-
-
 def test_ade20k_mapping_and_scan(ade):
     val = get_segmentation_dataset("ade20k_val", root=str(ade))
     assert len(val) == 2

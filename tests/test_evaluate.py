@@ -122,7 +122,7 @@ def run_error(args, capsys, status=2):
     Status 2: found by the checks before any work; 1: the run failed on the way.
     """
     with pytest.raises(SystemExit) as info:
-        evaluate.main(args)
+        evaluate.main(evaluate.get_args_parser().parse_args(args))
     assert info.value.code == status
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("evaluate.py: error:")]
@@ -146,7 +146,11 @@ def naive_scores(preds, labels, num_classes=19):
 
 
 def test_evaluate_matches_independent_computation(setup, tmp_path):
-    evaluate.main(base_args(setup, tmp_path, "--store-output", "--num-panels", "2"))
+    evaluate.main(
+        evaluate.get_args_parser().parse_args(
+            base_args(setup, tmp_path, "--store-output", "--num-panels", "2")
+        )
+    )
     images = list_images(setup["root"], setup["list"])
     lut = trainid_lut()
     preds = [reference_prediction(setup["model"], p) for p in images]
@@ -189,21 +193,23 @@ def test_checkpoint_formats_give_the_same_scores(setup, tmp_path, wrap):
         obj = {f"module.{k}": v for k, v in state.items()}
     ckpt = tmp_path / f"{wrap}.pth"
     torch.save(obj, ckpt)
-    evaluate.main(base_args(setup, tmp_path / "a", ckpt=str(ckpt)))
-    evaluate.main(base_args(setup, tmp_path / "b"))
+    evaluate.main(
+        evaluate.get_args_parser().parse_args(base_args(setup, tmp_path / "a", ckpt=str(ckpt)))
+    )
+    evaluate.main(evaluate.get_args_parser().parse_args(base_args(setup, tmp_path / "b")))
     a = json.loads((tmp_path / "a" / "metrics.json").read_text())
     b = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert a == b
 
 
 def test_sliding_and_multiscale_flags_run_and_differ_from_whole(setup, tmp_path):
-    evaluate.main(base_args(setup, tmp_path / "w"))
-    evaluate.main(
+    evaluate.main(evaluate.get_args_parser().parse_args(base_args(setup, tmp_path / "w")))
+    evaluate.main(evaluate.get_args_parser().parse_args(
         base_args(
             setup, tmp_path / "s", "--predict-choice", "sliding", "--input-size", "48,64",
             "--use-ms", "--scales", "0.75,1.25", "--use-flip", "--batch-size", "2",
         )
-    )  # fmt: skip
+    ))  # fmt: skip
     whole = json.loads((tmp_path / "w" / "metrics.json").read_text())
     other = json.loads((tmp_path / "s" / "metrics.json").read_text())
     assert 0 <= other["mIoU"] <= 1 and other["mIoU"] != whole["mIoU"]
@@ -258,7 +264,9 @@ def test_error_mixed_sizes_in_a_batch(setup, tmp_path, capsys):
         f"evaluate.py: error: images in one batch must have one size, but {first} is 64x128 "
         f"and {second} is 32x64; use --batch-size 1 for mixed sizes"
     )
-    evaluate.main(args[:-2] + ["--batch-size", "1"])  # works one at a time
+    evaluate.main(
+        evaluate.get_args_parser().parse_args(args[:-2] + ["--batch-size", "1"])
+    )  # works one at a time
     assert (tmp_path / "out" / "metrics.json").is_file()
 
 
@@ -299,7 +307,7 @@ def test_error_is_one_line_from_a_subprocess(setup, tmp_path):
 @pytest.mark.slow
 def test_two_processes_sum_their_confusion_matrices(setup, tmp_path):
     """torchrun with 2 CPU (gloo) ranks: each scores half the list; the sum equals one process."""
-    evaluate.main(base_args(setup, tmp_path / "one"))
+    evaluate.main(evaluate.get_args_parser().parse_args(base_args(setup, tmp_path / "one")))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",

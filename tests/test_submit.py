@@ -55,7 +55,7 @@ def test_trainid_labelid_round_trip_against_cityscapesscripts():
 
 
 def test_submission_files_names_layout_and_zip(setup, tmp_path):
-    generate_submit.main(submit_args(setup, tmp_path))
+    generate_submit.main(generate_submit.get_args_parser().parse_args(submit_args(setup, tmp_path)))
     expected = [
         "aachen/aachen_000000_000019.png",
         "bonn/bonn_000001_000020.png",
@@ -100,9 +100,19 @@ def test_submission_files_names_layout_and_zip(setup, tmp_path):
 
 def test_every_scale_is_used(setup, tmp_path):
     """0.75 alone through --use-ms must equal --whole-scale 0.75 and differ from scale 1."""
-    generate_submit.main(submit_args(setup, tmp_path / "ms", "--use-ms", "--scales", "0.75"))
-    generate_submit.main(submit_args(setup, tmp_path / "ws", "--whole-scale", "0.75"))
-    generate_submit.main(submit_args(setup, tmp_path / "one"))
+    generate_submit.main(
+        generate_submit.get_args_parser().parse_args(
+            submit_args(setup, tmp_path / "ms", "--use-ms", "--scales", "0.75")
+        )
+    )
+    generate_submit.main(
+        generate_submit.get_args_parser().parse_args(
+            submit_args(setup, tmp_path / "ws", "--whole-scale", "0.75")
+        )
+    )
+    generate_submit.main(
+        generate_submit.get_args_parser().parse_args(submit_args(setup, tmp_path / "one"))
+    )
     read = lambda d: [(d / "aachen" / "aachen_000000_000019.png").read_bytes()]  # noqa: E731
     assert read(tmp_path / "ms") == read(tmp_path / "ws")
     assert read(tmp_path / "ms") != read(tmp_path / "one")
@@ -113,7 +123,7 @@ def test_submit_error_is_one_line(setup, tmp_path, capsys):
     args = submit_args(setup, tmp_path)
     args[1] = missing
     with pytest.raises(SystemExit) as info:
-        generate_submit.main(args)
+        generate_submit.main(generate_submit.get_args_parser().parse_args(args))
     assert info.value.code == 2
     assert capsys.readouterr().err == (
         f"generate_submit.py: error: checkpoint {missing} does not exist\n"
@@ -174,8 +184,14 @@ def test_agrees_with_the_official_evaluator(tmp_path, source):
         "--ckpt", str(ckpt), "--network", MODEL[0], "--method", MODEL[1],
         "--data-dir", str(data), "--data-list", str(val_list), "--device", "cpu", "--workers", "0",
     ]  # fmt: skip
-    evaluate.main([*common, "--output-path", str(tmp_path / "ours")])
-    generate_submit.main([*common, "--split", "val", "--output-path", str(tmp_path / "results")])
+    evaluate.main(
+        evaluate.get_args_parser().parse_args([*common, "--output-path", str(tmp_path / "ours")])
+    )
+    generate_submit.main(
+        generate_submit.get_args_parser().parse_args(
+            [*common, "--split", "val", "--output-path", str(tmp_path / "results")]
+        )
+    )
     ours = json.loads((tmp_path / "ours" / "metrics.json").read_text())
     official = official_scores(data, tmp_path / "results", tmp_path)
     assert official["count"] == len(images)
@@ -192,8 +208,14 @@ def test_agrees_with_the_official_evaluator(tmp_path, source):
 
 @pytest.mark.slow
 def test_two_spawned_cpu_processes_write_the_same_submission(setup, tmp_path):
-    generate_submit.main(submit_args(setup, tmp_path / "one"))
-    generate_submit.main(submit_args(setup, tmp_path / "two", "--nproc", "2"))
+    generate_submit.main(
+        generate_submit.get_args_parser().parse_args(submit_args(setup, tmp_path / "one"))
+    )
+    generate_submit.main(
+        generate_submit.get_args_parser().parse_args(
+            submit_args(setup, tmp_path / "two", "--nproc", "2")
+        )
+    )
     one = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.png"))
     two = sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*.png"))
     assert one == two and len(one) == 3

@@ -120,7 +120,9 @@ def guard_cases(data: Path, tmp: Path) -> list[tuple[list[str], str]]:
         (["--use-weight", "--num-classes", "150"],
          "--use-weight has class weights only for the 19 Cityscapes classes, "
          "but the model predicts 150 classes"),
-        (["--val-every", "2"], "--val-every needs --val-list (the validation images)"),
+        (["--val-every", "2", "--val-list", str(tmp / "nope.lst")],
+         f"--val-list {tmp / 'nope.lst'} is not a file"),
+        (["--data-list", "none"], "--data-list none: cityscapes is read through list files"),
         (["--start-iters", "6"], "--start-iters 6 must be below --num-steps 6"),
         (["--num-steps", "0"], "--num-steps must be positive, got 0"),
         (["--ohem-thres", "1.5"], "--ohem-thres must lie in (0, 1], got 1.5"),
@@ -430,3 +432,28 @@ def test_run_script_stops_at_the_first_failure(tmp_path):
     result, calls = run_script("run_asp_oc.sh", tmp_path, fail_on="train.py")
     assert result.returncode == 3
     assert len(calls) == 1  # neither evaluation nor submission ran
+
+
+def test_ade20k_trains_and_evaluates_without_list_files(tmp_path):
+    """ADE20K needs no list: train.py and evaluate.py scan its folders; 150 classes throughout."""
+    import evaluate
+    from tests.conftest import write_ade_tree
+
+    root = write_ade_tree(tmp_path / "ade", size=(48, 64))
+    snapshot = tmp_path / "snap"
+    run_main([
+        "--dataset", "ade20k", "--data-dir", str(root), "--network", "resnet18",
+        "--method", "base_oc_dsn", "--input-size", "33,33", "--batch-size", "2",
+        "--num-steps", "2", "--val-every", "2", "--snapshot-dir", str(snapshot), "--workers", "0",
+        "--device", "cpu", "--threads", "1",
+    ])  # fmt: skip
+    assert "mIoU" in metrics(snapshot)[-1]
+    out = tmp_path / "eval"
+    evaluate.main(evaluate.get_args_parser().parse_args([
+        "--dataset", "ade20k", "--data-dir", str(root), "--network", "resnet18",
+        "--method", "base_oc_dsn", "--ckpt", str(snapshot / "CS_scenes_2.pth"),
+        "--device", "cpu", "--workers", "0", "--output-path", str(out),
+    ]))  # fmt: skip
+    result = json.loads((out / "metrics.json").read_text())
+    assert len(result["per_class"]) == 150
+    assert 0.0 <= result["pixel_acc"] <= 1.0

@@ -121,13 +121,38 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_data_args(
-    parser: argparse.ArgumentParser, data_list: str, input_size: str = "769,769"
-) -> None:
+# Lists shipped with the code; a dataset without an entry (ADE20K) is read by scanning its folders.
+DEFAULT_LISTS = {"cityscapes": "./dataset/list/cityscapes/{split}.lst"}
+
+
+def list_path(value: str | None, dataset: str, split: str) -> str | None:
+    """The list file to read: ``value``, else the dataset's shipped list of ``split``.
+
+    ``None`` (``--data-list none``, or ADE20K without a list) means scan the dataset's folders.
+    """
+    template = DEFAULT_LISTS.get(dataset)
+    if value is None:
+        return template.format(split=split) if template else None
+    if value.lower() != "none":
+        return value
+    if template:
+        raise UserError(
+            f"--data-list none: {dataset} is read through list files "
+            "(python -m dataset.make_lists --data-dir DIR writes them)"
+        )
+    return None
+
+
+def add_data_args(parser: argparse.ArgumentParser, split: str, input_size: str = "769,769") -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", default="cityscapes", choices=DATASETS)
-    group.add_argument("--data-dir", default="./data/cityscapes", help="dataset root folder")
-    group.add_argument("--data-list", default=data_list, help="list file, one sample per line")
+    group.add_argument("--data-dir", default="./dataset/cityscapes", help="dataset root folder")
+    group.add_argument(
+        "--data-list",
+        default=None,
+        help=f"list file, one sample per line (default: dataset/list/cityscapes/{split}.lst; "
+        "'none' or ADE20K without a list: scan the data folders)",
+    )
     group.add_argument(
         "--input-size", type=image_size, default=image_size(input_size), help="crop / tile H,W"
     )

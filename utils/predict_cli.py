@@ -25,10 +25,10 @@ from utils.fileio import atomic_write
 from utils.inference import predict
 
 
-def add_prediction_args(parser: argparse.ArgumentParser, data_list: str) -> None:
+def add_prediction_args(parser: argparse.ArgumentParser, split: str) -> None:
     """Model/data/device flags (``utils.cli``) plus checkpoint and test-time prediction flags."""
     cli.add_model_args(parser)
-    cli.add_data_args(parser, data_list=data_list, input_size="769,769")
+    cli.add_data_args(parser, split=split, input_size="769,769")
     cli.add_device_args(parser)
     group = parser.add_argument_group("prediction")
     group.add_argument(
@@ -154,7 +154,7 @@ def make_dataset(args: argparse.Namespace, split: str) -> Dataset:
     return get_segmentation_dataset(
         name,
         root=args.data_dir,
-        list_path=args.data_list,
+        list_path=cli.list_path(args.data_list, args.dataset, split),
         scale=False,
         mirror=False,
         normalize=args.normalize,
