@@ -31,11 +31,11 @@ from network import get_segmentation_model
 from network.weights import restore_weights
 from utils import distributed as dist_utils
 from utils.checkpoint import (
-    CHECKPOINT_PATTERN,
     atomic_save,
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
+    prune_checkpoints,
 )
 from utils.cli import (
     UserError,
@@ -430,19 +430,6 @@ def save_checkpoint(
         logger.info(f"saved {path}")
     dist_utils.barrier()
     return path
-
-
-def prune_checkpoints(snapshot_dir: str, keep: int) -> None:
-    if keep <= 0:
-        return
-    found = []
-    for name in os.listdir(snapshot_dir):
-        match = CHECKPOINT_PATTERN.fullmatch(name)
-        if match:
-            found.append((int(match.group(1)), os.path.join(snapshot_dir, name)))
-    for _, path in sorted(found, reverse=True)[keep:]:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
 
 
 def resume_state(args: argparse.Namespace) -> dict | None:

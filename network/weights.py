@@ -203,14 +203,22 @@ def _copy_into(model: nn.Module, state: StateDict) -> None:
         raise RuntimeError(f"unexpected keys survived the key check: {stray}")
 
 
-def _load(model: nn.Module, state: StateDict, name: str, partial: bool) -> list[str]:
-    model_state = model.state_dict()
+def _mismatches(
+    model_state: StateDict, state: StateDict, name: str, strict: bool
+) -> tuple[list[str], list[str], list[str]]:
+    """Missing, unexpected and wrong-shape keys; with ``strict`` any of them raises."""
     missing, unexpected, wrong = _compare(model_state, state, set(model_state))
-    if (missing or unexpected or wrong) and not partial:
+    if strict and (missing or unexpected or wrong):
         header = f"checkpoint {name} does not fit the model:"
         raise CheckpointError(
             _mismatch_message(header, model_state, state, missing, unexpected, wrong)
         )
+    return missing, unexpected, wrong
+
+
+def _load(model: nn.Module, state: StateDict, name: str, partial: bool) -> list[str]:
+    model_state = model.state_dict()
+    missing, unexpected, wrong = _mismatches(model_state, state, name, strict=not partial)
     matching = {k: v for k, v in state.items() if k in model_state and k not in wrong}
     if not any(not _is_batch_count(k) for k in matching):
         raise CheckpointError(f"checkpoint {name} shares no weights with the model")
@@ -221,6 +229,16 @@ def _load(model: nn.Module, state: StateDict, name: str, partial: bool) -> list[
         message = _mismatch_message(header, model_state, state, missing, unexpected, wrong)
         warnings.warn(message, stacklevel=3)
     return skipped
+
+
+def check_weights(model: nn.Module, path_or_state_dict: Source) -> None:
+    """Raise ``CheckpointError`` unless the checkpoint fits ``model`` key for key, shape for shape.
+
+    Copies nothing, so ``model`` may be built on the meta device: a cheap check of ``--ckpt``
+    before any process starts, without materialising the model twice.
+    """
+    state, name = _source(path_or_state_dict)
+    _mismatches(model.state_dict(), state, name, strict=True)
 
 
 def load_weights(model: nn.Module, path_or_state_dict: Source, partial: bool = False) -> list[str]:

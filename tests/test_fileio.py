@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from utils import fileio
-from utils.checkpoint import atomic_save, checkpoint_path, latest_checkpoint, load_checkpoint
+from utils.checkpoint import (
+    atomic_save,
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+)
 from utils.fileio import atomic_path, atomic_write
 
 
@@ -139,3 +145,19 @@ def test_latest_checkpoint_skips_incomplete_file(tmp_path):
 def test_latest_checkpoint_none_when_nothing_to_resume(tmp_path):
     assert latest_checkpoint(tmp_path) is None
     assert latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_prune_keeps_the_newest_checkpoints_only(tmp_path):
+    for iteration in (2, 10, 4, 6):
+        atomic_save({"iteration": iteration}, checkpoint_path(tmp_path, iteration))
+    others = [tmp_path / "CS_scenes_10.pth", tmp_path / ".checkpoint_12.pth.tmp-1-ab"]
+    for other in others:
+        other.write_bytes(b"x")
+    prune_checkpoints(tmp_path, keep=0)  # 0 keeps everything
+    assert len(list(tmp_path.glob("checkpoint_*.pth"))) == 4
+    prune_checkpoints(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.glob("checkpoint_*.pth")) == [
+        "checkpoint_10.pth",
+        "checkpoint_6.pth",
+    ]
+    assert all(other.exists() for other in others)

@@ -13,6 +13,7 @@ import torch
 from network import get_segmentation_model
 from network.weights import (
     CheckpointError,
+    check_weights,
     load_imagenet_backbone,
     load_weights,
     read_state_dict,
@@ -187,6 +188,25 @@ def test_missing_unexpected_and_wrong_shape_keys_named_in_one_error(tmp_path):
         "  wrong shape (1): dsn.0.bias (checkpoint [7], model [128])",
     ]
     assert_same_state(target, before)  # nothing half-loaded
+
+
+def test_check_weights_on_a_meta_model_gives_the_load_error(tmp_path):
+    """The pre-flight check needs no real weights: a meta-device model gives the same verdict."""
+    source = make_model(seed=1)
+    good, bad = tmp_path / "good.pth", tmp_path / "bad.pth"
+    torch.save(source.state_dict(), good)
+    state = dict(source.state_dict())
+    state["dsn.0.bias"] = torch.zeros(7)
+    torch.save(state, bad)
+    with torch.device("meta"):
+        meta_model = get_segmentation_model(SMALL)
+    check_weights(meta_model, good)
+    with pytest.raises(CheckpointError) as checked:
+        check_weights(meta_model, bad)
+    with pytest.raises(CheckpointError) as loaded:
+        load_weights(make_model(seed=2), bad)
+    assert str(checked.value) == str(loaded.value)
+    assert "wrong shape (1): dsn.0.bias (checkpoint [7], model [128])" in str(checked.value)
 
 
 def test_class_count_mismatch_has_hint_and_loads_partially(tmp_path):

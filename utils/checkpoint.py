@@ -7,6 +7,7 @@ refused with a ``CheckpointError``; there is deliberately no ``weights_only=Fals
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
@@ -36,22 +37,28 @@ def atomic_save(obj: Any, path: PathLike) -> None:
         torch.save(obj, tmp)
 
 
-def latest_checkpoint(snapshot_dir: PathLike) -> str | None:
-    """The ``checkpoint_<iteration>.pth`` in ``snapshot_dir`` with the highest iteration, or None.
-
-    Temporary files (``.checkpoint_<i>.pth.tmp-...``) never match. A file that is not a complete zip
-    archive (e.g. copied in part) is skipped with a warning so a resume falls back to the one before.
-    """
+def checkpoints_by_iteration(snapshot_dir: PathLike) -> list[tuple[int, str]]:
+    """``(iteration, path)`` of every ``checkpoint_<iteration>.pth`` in ``snapshot_dir``, newest
+    first. Temporary files (``.checkpoint_<i>.pth.tmp-...``) never match."""
     snapshot_dir = os.fspath(snapshot_dir)
     if not os.path.isdir(snapshot_dir):
-        return None
+        return []
     found = []
     for name in os.listdir(snapshot_dir):
         match = CHECKPOINT_PATTERN.fullmatch(name)
         path = os.path.join(snapshot_dir, name)
         if match and os.path.isfile(path):
             found.append((int(match.group(1)), path))
-    for _, path in sorted(found, reverse=True):
+    return sorted(found, reverse=True)
+
+
+def latest_checkpoint(snapshot_dir: PathLike) -> str | None:
+    """The ``checkpoint_<iteration>.pth`` in ``snapshot_dir`` with the highest iteration, or None.
+
+    A file that is not a complete zip archive (e.g. copied in part) is skipped with a warning so a
+    resume falls back to the one before.
+    """
+    for _, path in checkpoints_by_iteration(snapshot_dir):
         if zipfile.is_zipfile(path):
             return path
         warnings.warn(
@@ -59,6 +66,15 @@ def latest_checkpoint(snapshot_dir: PathLike) -> str | None:
             stacklevel=2,
         )
     return None
+
+
+def prune_checkpoints(snapshot_dir: PathLike, keep: int) -> None:
+    """Delete all but the ``keep`` newest checkpoints (``keep <= 0`` keeps all)."""
+    if keep <= 0:
+        return
+    for _, path in checkpoints_by_iteration(snapshot_dir)[keep:]:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 def _refusal_reason(error: BaseException) -> str:

@@ -18,6 +18,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from dataset import DATASETS, get_segmentation_dataset
+from inplace_abn import ABN
+from network import get_segmentation_model
+from network.weights import check_weights, load_weights
 from utils import cli
 from utils.cli import UserError
 from utils.distributed import get_rank, get_world_size, is_main_process
@@ -97,19 +101,19 @@ def prepare_output_dir(path: str) -> str:
     return path
 
 
-def build_model(args: argparse.Namespace, num_classes: int, device: torch.device) -> nn.Module:
-    """``{network}_{method}`` with the weights of ``--ckpt`` (strict), in eval mode on ``device``.
+def segmentation_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
+    """``{network}_{method}`` for prediction, with plain ``ABN`` for normalisation.
 
-    Plain ``ABN`` is used for normalisation: at test time the synchronised/in-place variants
-    compute the same thing and their state_dicts are identical.
+    At test time the synchronised/in-place variants compute the same thing and their state_dicts
+    are identical, so the simplest one is used.
     """
-    from inplace_abn import ABN
-    from network import get_segmentation_model
-    from network.weights import load_weights
+    name = f"{args.network}_{args.method}"
+    return get_segmentation_model(name, num_classes=num_classes, norm_layer=ABN)
 
-    model = get_segmentation_model(
-        f"{args.network}_{args.method}", num_classes=num_classes, norm_layer=ABN
-    )
+
+def build_model(args: argparse.Namespace, num_classes: int, device: torch.device) -> nn.Module:
+    """The model with the weights of ``--ckpt`` (strict), in eval mode on ``device``."""
+    model = segmentation_model(args, num_classes)
     load_weights(model, args.ckpt)
     return model.to(device).eval()
 
@@ -146,8 +150,6 @@ def collate_same_size(batch):
 
 def make_dataset(args: argparse.Namespace, split: str) -> Dataset:
     """The ``{dataset}_{split}`` list as whole, unaugmented images."""
-    from dataset import DATASETS, get_segmentation_dataset
-
     name = f"{args.dataset}_{split}"
     if name not in DATASETS:
         raise UserError(f"dataset {args.dataset} has no {split} split")
@@ -220,4 +222,8 @@ def check_inputs(args: argparse.Namespace, split: str) -> None:
     check_prediction_args(args)
     prepare_output_dir(args.output_path)
     make_dataset(args, split)
-    build_model(args, cli.resolve_num_classes(args), torch.device("cpu"))
+    # On the meta device: shapes are all the check needs, so no weights are allocated or copied
+    # here; the worker loads them once.
+    with torch.device("meta"):
+        model = segmentation_model(args, cli.resolve_num_classes(args))
+    check_weights(model, args.ckpt)
