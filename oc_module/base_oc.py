@@ -8,6 +8,21 @@ from torch import nn
 from .attention import NormLayer, ObjectContext, default_norm_layer
 
 
+def context_stages(
+    in_ch: int,
+    key_ch: int,
+    value_ch: int,
+    out_ch: int,
+    sizes: tuple[int, ...],
+    norm_layer: NormLayer,
+) -> nn.ModuleList:
+    """One object-context block per pooling scale in ``sizes`` (the original's ``stages``)."""
+    return nn.ModuleList(
+        ObjectContext(in_ch, key_ch, value_ch, out_ch, scale=size, norm_layer=norm_layer)
+        for size in sizes
+    )
+
+
 class BaseOC(nn.Module):
     """The original's BaseOC_Module: ``conv_bn_dropout(cat(sum of stage contexts, input))``.
 
@@ -27,10 +42,7 @@ class BaseOC(nn.Module):
     ) -> None:
         super().__init__()
         norm_layer = norm_layer or default_norm_layer()
-        self.stages = nn.ModuleList(
-            ObjectContext(in_ch, key_ch, value_ch, out_ch, scale=size, norm_layer=norm_layer)
-            for size in sizes
-        )
+        self.stages = context_stages(in_ch, key_ch, value_ch, out_ch, sizes, norm_layer)
         self.conv_bn_dropout = nn.Sequential(
             nn.Conv2d(2 * in_ch, out_ch, kernel_size=1),
             norm_layer(out_ch),
@@ -60,10 +72,7 @@ class BaseOCContext(nn.Module):
     ) -> None:
         super().__init__()
         norm_layer = norm_layer or default_norm_layer()
-        self.stages = nn.ModuleList(
-            ObjectContext(in_ch, key_ch, value_ch, out_ch, scale=size, norm_layer=norm_layer)
-            for size in sizes
-        )
+        self.stages = context_stages(in_ch, key_ch, value_ch, out_ch, sizes, norm_layer)
         self.conv_bn_dropout = nn.Sequential(
             nn.Conv2d(in_ch, out_ch, kernel_size=1), norm_layer(out_ch)
         )
