@@ -214,6 +214,7 @@ def batch_loss(model: torch.nn.Module, method: str, batch) -> float:
         ("base_oc_dsn", []),
         ("pyramid_oc_dsn", ["--fix-lr"]),
         ("asp_oc_dsn", ["--ohem", "--ohem-single", "--ohem-keep", "2000"]),
+        ("base_oc_dsn", ["--amp", "bf16", "--channels-last"]),
     ],
 )
 def test_every_method_lowers_the_loss(data, tmp_path, method, extra):
