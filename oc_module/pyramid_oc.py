@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import torch
 from torch import nn
 
@@ -19,9 +21,10 @@ def region_bounds(length: int, parts: int) -> list[tuple[int, int]]:
 class RegionObjectContext(ObjectContext):
     """Object context where pixels attend only within their region of an s x s partition.
 
-    The original's _PyramidSelfAttentionBlock (no pooling; its ``scale`` is the partition).
-    When every region has the same shape the regions become one batch for a single attention
-    call; otherwise (map side not divisible by s) each region is computed on its own.
+    The original's _PyramidSelfAttentionBlock (no pooling; its ``scale`` is the partition),
+    which loops over the s*s regions. Here regions of one shape are stacked into one batch for
+    a single attention call: at most four calls (inner regions, last row, last column, corner)
+    however large s is, and one when the map divides evenly.
     """
 
     def __init__(
@@ -37,37 +40,25 @@ class RegionObjectContext(ObjectContext):
         self.partitions = partitions
 
     def attend(self, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        s = self.partitions
-        batch, _, height, width = key.shape
-        if s == 1:
+        height, width = key.shape[2:]
+        if self.partitions == 1:
             return object_attention(key, value)
-        if height % s == 0 and width % s == 0:
-            return _merge_regions(
-                object_attention(_split_regions(key, s), _split_regions(value, s)), batch, s
-            )
+        by_shape: dict[tuple[int, int], list[tuple[slice, slice]]] = defaultdict(list)
+        for top, bottom in region_bounds(height, self.partitions):
+            for left, right in region_bounds(width, self.partitions):
+                if bottom > top and right > left:  # a map smaller than s has empty regions
+                    by_shape[bottom - top, right - left].append(
+                        (slice(top, bottom), slice(left, right))
+                    )
         context = value.new_empty(value.shape)
-        for top, bottom in region_bounds(height, s):
-            for left, right in region_bounds(width, s):
-                if top == bottom or left == right:
-                    continue
-                context[:, :, top:bottom, left:right] = object_attention(
-                    key[:, :, top:bottom, left:right], value[:, :, top:bottom, left:right]
-                )
+        batch = key.shape[0]
+        for regions in by_shape.values():
+            keys = torch.cat([key[:, :, rows, cols] for rows, cols in regions])
+            values = torch.cat([value[:, :, rows, cols] for rows, cols in regions])
+            attended = object_attention(keys, values).split(batch)
+            for (rows, cols), region_context in zip(regions, attended):
+                context[:, :, rows, cols] = region_context
         return context
-
-
-def _split_regions(x: torch.Tensor, s: int) -> torch.Tensor:
-    """``[B, C, s*h, s*w] -> [B*s*s, C, h, w]``, regions in row-major order."""
-    b, c, height, width = x.shape
-    x = x.reshape(b, c, s, height // s, s, width // s)
-    return x.permute(0, 2, 4, 1, 3, 5).reshape(b * s * s, c, height // s, width // s)
-
-
-def _merge_regions(x: torch.Tensor, batch: int, s: int) -> torch.Tensor:
-    """Inverse of :func:`_split_regions`."""
-    _, c, h, w = x.shape
-    x = x.reshape(batch, s, s, c, h, w).permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(batch, c, s * h, s * w)
 
 
 class PyramidOC(nn.Module):

@@ -203,3 +203,21 @@ def test_gradients_match_naive() -> None:
     (grad,) = torch.autograd.grad(block(x).square().sum(), x)
     (expected,) = torch.autograd.grad(naive_region_context(block, x, 3).square().sum(), x)
     torch.testing.assert_close(grad, expected, **TOL)
+
+
+@pytest.mark.parametrize(("size", "calls"), [((12, 18), 1), ((13, 8), 4), ((97, 97), 4)])
+def test_regions_of_one_shape_share_one_attention_call(monkeypatch, size, calls) -> None:
+    """s = 6 gives 36 regions; they need one attention call per distinct region shape."""
+    import oc_module.pyramid_oc as pyramid_oc
+
+    counted = []
+
+    def counting(key, value):
+        counted.append(key.shape[0])
+        return object_attention(key, value)
+
+    monkeypatch.setattr(pyramid_oc, "object_attention", counting)
+    block = randomise(RegionObjectContext(4, 2, 4, 4, partitions=6, norm_layer=ABN))
+    block(features(2, 4, *size))
+    assert len(counted) == calls
+    assert sum(counted) == 2 * 36  # every region of both images, once
