@@ -157,7 +157,23 @@ class CriterionCrossEntropy(_Criterion):
         return {"loss_main": self._ce(_single(preds), target)}
 
 
-class CriterionOhemCrossEntropy(_Criterion):
+class _OhemCriterion(_Criterion):
+    """Shared plumbing of the OHEM criteria: the threshold, ``min_kept`` and the hard-pixel CE."""
+
+    def __init__(
+        self, num_classes: int, thresh: float, min_kept: int, use_weight: bool, ignore_index: int
+    ) -> None:
+        super().__init__(num_classes, use_weight, ignore_index)
+        self.thresh, self.min_kept = float(thresh), int(min_kept)
+
+    def _ohem(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = upsample_to(logits, target.shape[-2:])
+        return ohem_cross_entropy(
+            logits, target, self.thresh, self.min_kept, self.weight, self.ignore_index
+        )
+
+
+class CriterionOhemCrossEntropy(_OhemCriterion):
     """OHEM cross-entropy for models with one output (``--ohem`` with the baseline)."""
 
     def __init__(
@@ -168,15 +184,10 @@ class CriterionOhemCrossEntropy(_Criterion):
         use_weight: bool = False,
         ignore_index: int = 255,
     ) -> None:
-        super().__init__(num_classes, use_weight, ignore_index)
-        self.thresh, self.min_kept = float(thresh), int(min_kept)
+        super().__init__(num_classes, thresh, min_kept, use_weight, ignore_index)
 
     def terms(self, preds, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = upsample_to(_single(preds), target.shape[-2:])
-        loss = ohem_cross_entropy(
-            logits, target, self.thresh, self.min_kept, self.weight, self.ignore_index
-        )
-        return {"loss_main": loss}
+        return {"loss_main": self._ohem(_single(preds), target)}
 
 
 class CriterionDSN(_Criterion):
@@ -200,7 +211,7 @@ class CriterionDSN(_Criterion):
         }
 
 
-class CriterionOhemDSN(_Criterion):
+class CriterionOhemDSN(_OhemCriterion):
     """DSN with OHEM on both outputs (each output selects its own hard pixels)."""
 
     def __init__(
@@ -212,15 +223,8 @@ class CriterionOhemDSN(_Criterion):
         use_weight: bool = False,
         ignore_index: int = 255,
     ) -> None:
-        super().__init__(num_classes, use_weight, ignore_index)
-        self.thresh, self.min_kept = float(thresh), int(min_kept)
+        super().__init__(num_classes, thresh, min_kept, use_weight, ignore_index)
         self.dsn_weight = float(dsn_weight)
-
-    def _ohem(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits = upsample_to(logits, target.shape[-2:])
-        return ohem_cross_entropy(
-            logits, target, self.thresh, self.min_kept, self.weight, self.ignore_index
-        )
 
     def terms(self, preds, target: torch.Tensor) -> dict[str, torch.Tensor]:
         dsn, main = _pair(preds)
