@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oc_module.attention import NormLayer, default_norm_layer
+from inplace_abn import NormLayer, default_norm_layer
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from inplace_abn import NormLayer, default_norm_layer
 from oc_module import ASPOC, BaseOC, PyramidOC
-from oc_module.attention import NormLayer, default_norm_layer
 
 from . import METHODS, NETWORKS
 from .resnet import BLOCKS, DilatedResNet

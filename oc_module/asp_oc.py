@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import NormLayer, default_norm_layer
+from inplace_abn import NormLayer, default_norm_layer
+
 from .base_oc import BaseOCContext
 
 

@@ -6,20 +6,11 @@ pixels attend to which (whole map, pooled map, pyramid regions) and in the convs
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-NormLayer = Callable[..., nn.Module]
-
-
-def default_norm_layer() -> NormLayer:
-    """The original's synchronised in-place ABN; imported lazily so tests can pass their own."""
-    from inplace_abn import InPlaceABNSync
-
-    return InPlaceABNSync
+from inplace_abn import NormLayer, default_norm_layer
 
 
 def object_attention(key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import NormLayer, ObjectContext, default_norm_layer
+from inplace_abn import NormLayer, default_norm_layer
+
+from .attention import ObjectContext
 
 
 def context_stages(

@@ -7,7 +7,9 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-from .attention import NormLayer, ObjectContext, default_norm_layer, object_attention
+from inplace_abn import NormLayer, default_norm_layer
+
+from .attention import ObjectContext, object_attention
 
 
 def region_bounds(length: int, parts: int) -> list[tuple[int, int]]:
