@@ -60,7 +60,7 @@ def write_outputs(
     args: argparse.Namespace, pred: np.ndarray, label: np.ndarray, meta: dict
 ) -> None:
     """Train-id and colour PNGs of one image, plus a panel for the first ``--num-panels``."""
-    from utils.palette import colorize
+    from dataset.palette import colorize
 
     name = meta["name"]
     root = args.output_path

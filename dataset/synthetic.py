@@ -25,7 +25,7 @@ import numpy as np
 from dataset.labels import LABEL_ID
 from dataset.make_lists import make_lists
 from utils.fileio import atomic_write
-from utils.palette import labelid_palette
+from dataset.palette import labelid_palette
 
 SPLIT_CITIES = {
     "train": ("aachen", "bochum", "bremen", "cologne", "darmstadt", "dusseldorf", "erfurt"),

@@ -22,7 +22,7 @@ from dataset.labels import (
     trainid_lut,
 )
 from dataset.transforms import SCALES
-from utils.palette import colorize, palette
+from dataset.palette import colorize, palette
 
 # ---------------------------------------------------------------- label tables and palettes
 

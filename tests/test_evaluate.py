@@ -14,7 +14,7 @@ import evaluate
 from dataset.labels import trainid_lut
 from inplace_abn import ABN
 from network import get_segmentation_model
-from utils.palette import palette
+from dataset.palette import palette
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = ("resnet18", "base_oc_dsn")
