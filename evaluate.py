@@ -22,18 +22,22 @@ import cv2
 import numpy as np
 import torch
 
-from utils import cli
-from utils.distributed import all_reduce_sum, barrier, get_world_size, is_main_process, launch
-from utils.metrics import confusion_matrix, format_table, save_scores, scores
-from utils.predict_cli import (
+from dataset import DATASETS
+from dataset.palette import colorize
+from engine import cli
+from engine.data import eval_dataset
+from engine.evaluation import confusion_over
+from engine.launch import launch
+from engine.prediction import (
     add_prediction_args,
-    build_model,
     check_inputs,
-    make_dataset,
-    make_loader,
-    predicted_batches,
+    load_model,
+    prediction_loader,
+    prediction_options,
     write_png,
 )
+from utils.distributed import barrier, get_world_size, is_main_process
+from utils.metrics import format_table, save_scores, scores
 
 PROG = os.path.basename(__file__)
 
@@ -50,9 +54,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def class_names_for(args: argparse.Namespace, num_classes: int) -> list[str]:
-    from dataset.labels import class_names
-
-    names = list(class_names(args.dataset))
+    names = list(DATASETS[args.dataset].class_names)
     return names if len(names) == num_classes else [f"class_{i}" for i in range(num_classes)]
 
 
@@ -60,8 +62,6 @@ def write_outputs(
     args: argparse.Namespace, pred: np.ndarray, label: np.ndarray, meta: dict
 ) -> None:
     """Train-id and colour PNGs of one image, plus a panel for the first ``--num-panels``."""
-    from dataset.palette import colorize
-
     name = meta["name"]
     root = args.output_path
     write_png(os.path.join(root, "trainid", f"{name}.png"), pred.astype(np.uint8))
@@ -79,22 +79,22 @@ def write_outputs(
 def evaluate_worker(args: argparse.Namespace, device: torch.device) -> dict | None:
     """Predict this process's shard, sum the confusion matrices, and (rank 0) report scores."""
     num_classes = cli.resolve_num_classes(args)
-    dataset = make_dataset(args, "val")
-    model = build_model(args, num_classes, device)
-    loader = make_loader(args, dataset, device)
+    dataset = eval_dataset(args, "val", args.data_list)
+    model = load_model(args, num_classes, device)
+    loader = prediction_loader(args, dataset, device)
 
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
-    for pred, label, metas in predicted_batches(args, model, loader, num_classes, device):
-        for i, meta in enumerate(metas):
-            height, width = meta["size"]
-            pred_i, label_i = pred[i, :height, :width], label[i, :height, :width]
-            try:
-                confusion += confusion_matrix(pred_i, label_i, num_classes)
-            except ValueError as error:
-                raise cli.UserError(f"{meta['image_path']}: {error}") from None
-            if args.store_output:
-                write_outputs(args, pred_i.cpu().numpy(), label_i.cpu().numpy(), meta)
-    all_reduce_sum(confusion)
+    def store(pred: torch.Tensor, label: torch.Tensor, meta: dict) -> None:
+        write_outputs(args, pred.cpu().numpy(), label.cpu().numpy(), meta)
+
+    confusion = confusion_over(
+        model,
+        loader,
+        num_classes,
+        device,
+        prediction_options(args),
+        each_image=store if args.store_output else None,
+        progress=True,
+    )
     barrier()
     if not is_main_process():
         return None

@@ -2,9 +2,9 @@
 
 For each input ``<city>_<seq>_<frame>_leftImg8bit.png`` it writes
 ``<output-path>/<city>/<city>_<seq>_<frame>.png`` holding Cityscapes *label ids* (train ids mapped
-back through ``dataset.labels.labelid_lut``; ADE20K: class index + 1, 0 = other), and
+back through the dataset table's ``submission_lut``; ADE20K: class index + 1, 0 = other), and
 ``<output-path>/submission.zip`` with the same ``<city>/...`` tree. Prediction options and model
-loading are those of ``evaluate.py`` (shared in ``utils.predict_cli``); every ``--scales`` entry is
+loading are those of ``evaluate.py`` (shared in ``engine.prediction``); every ``--scales`` entry is
 used (the original's version silently dropped 0.75).
 """
 
@@ -14,21 +14,23 @@ import argparse
 import os
 import zipfile
 
-import numpy as np
 import torch
 
-from utils import cli
-from utils.distributed import barrier, is_main_process, launch
-from utils.fileio import atomic_path
-from utils.predict_cli import (
+from dataset import DATASETS
+from engine import cli
+from engine.data import eval_dataset
+from engine.evaluation import predicted_batches
+from engine.launch import launch
+from engine.prediction import (
     add_prediction_args,
-    build_model,
     check_inputs,
-    make_dataset,
-    make_loader,
-    predicted_batches,
+    load_model,
+    prediction_loader,
+    prediction_options,
     write_png,
 )
+from utils.distributed import barrier, is_main_process
+from utils.fileio import atomic_path
 
 PROG = os.path.basename(__file__)
 ZIP_NAME = "submission.zip"
@@ -51,17 +53,6 @@ def dataset_split(args: argparse.Namespace) -> str:
     return args.split if args.dataset == "cityscapes" else "val"
 
 
-def submission_lut(dataset: str) -> np.ndarray:
-    """uint8[256]: train id -> the id the benchmark expects in a submitted PNG."""
-    if dataset == "cityscapes":
-        from dataset.labels import labelid_lut
-
-        return labelid_lut()
-    lut = np.zeros(256, dtype=np.uint8)  # ADE20K: 1..150 are the classes, 0 is "other"
-    lut[:150] = np.arange(1, 151, dtype=np.uint8)
-    return lut
-
-
 def relative_result_path(meta: dict) -> str:
     """``<city>/<name>.png``: the city is the image's folder, as in ``leftImg8bit/<split>/<city>``."""
     city = os.path.basename(os.path.dirname(meta["image_path"])) or "images"
@@ -80,11 +71,13 @@ def write_zip(output_path: str, relative_paths: list[str]) -> str:
 def submit_worker(args: argparse.Namespace, device: torch.device) -> str | None:
     """Write this process's share of label-id PNGs; rank 0 then zips the whole list."""
     num_classes = cli.resolve_num_classes(args)
-    dataset = make_dataset(args, dataset_split(args))
-    model = build_model(args, num_classes, device)
-    loader = make_loader(args, dataset, device)
-    lut = submission_lut(args.dataset)
-    for pred, _, metas in predicted_batches(args, model, loader, num_classes, device):
+    dataset = eval_dataset(args, dataset_split(args), args.data_list)
+    model = load_model(args, num_classes, device)
+    loader = prediction_loader(args, dataset, device)
+    lut = DATASETS[args.dataset].submission_lut
+    options = prediction_options(args)
+    batches = predicted_batches(model, loader, num_classes, device, options, progress=True)
+    for pred, _, metas in batches:
         pred = pred.to("cpu", dtype=torch.uint8).numpy()
         for i, meta in enumerate(metas):
             height, width = meta["size"]

@@ -21,7 +21,8 @@ import torch
 
 from bench.common import print_rows, row
 from dataset import get_segmentation_dataset
-from dataset.labels import CITYSCAPES_LABELS, trainid_lut
+from dataset.catalog import DATASETS
+from dataset.labels import CITYSCAPES_LABELS
 from dataset.synthetic import generate
 
 # The original's table: every label id (and -1) to a train id or the ignore value.
@@ -93,7 +94,7 @@ def run(quick: bool = False) -> list[dict]:
         reference = count / (time.perf_counter() - start)
 
         label = cv2.imread(pairs[0][1], cv2.IMREAD_GRAYSCALE)
-        lut = trainid_lut()
+        lut = DATASETS["cityscapes"].label_lut
         assert np.array_equal(cv2.LUT(label, lut), loop_mapping(label))
         repeats = 5 if quick else 20
         start = time.perf_counter()

@@ -54,10 +54,10 @@ def _make_pairs(folder: str, count: int, size: tuple[int, int]) -> tuple[list[st
 
 def score_ours(preds: list[str], gts: list[str]) -> float:
     """Class mIoU of label-id PNGs the way evaluate.py scores (train ids, bincount)."""
-    from dataset.labels import trainid_lut
+    from dataset.catalog import DATASETS
     from utils.metrics import confusion_matrix, scores
 
-    lut = trainid_lut()
+    lut = DATASETS["cityscapes"].label_lut
     confusion = torch.zeros(19, 19, dtype=torch.int64)
     for pred_path, gt_path in zip(preds, gts):
         pred = lut[cv2.imread(pred_path, cv2.IMREAD_UNCHANGED)]

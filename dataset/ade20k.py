@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from dataset.base import DatasetError, Sample, SegmentationDataset, read_list
-from dataset.labels import ade20k_lut
+from dataset.catalog import DATASETS
+
+ADE20K = DATASETS["ade20k"]
 
 SPLITS = {"train": "training", "val": "validation"}
 
@@ -58,11 +58,9 @@ class ADE20KDataset(SegmentationDataset):
                 )
                 for number, paths in read_list(list_path, root, (2,))
             ]
-        known = np.zeros(256, dtype=bool)
-        known[:151] = True
         self.root = root
         self.list_path = list_path
-        super().__init__(samples, ade20k_lut(), known, mode=mode, **kwargs)
+        super().__init__(samples, ADE20K.label_lut, ADE20K.known_values, mode=mode, **kwargs)
 
 
 def ade20k_train(root: str, list_path: str | None = None, **kwargs) -> ADE20KDataset:

@@ -12,7 +12,9 @@ import os
 import numpy as np
 
 from dataset.base import DatasetError, Sample, SegmentationDataset, read_list
-from dataset.labels import IGNORE_LABEL, known_labelids, trainid_lut
+from dataset.catalog import DATASETS
+
+CITYSCAPES = DATASETS["cityscapes"]
 
 IMAGE_SUFFIX = "_leftImg8bit"
 
@@ -32,12 +34,12 @@ def label_tables(label_format: str, label_path: str | None) -> tuple[np.ndarray,
         is_train = label_path is not None and label_path.endswith("_labelTrainIds.png")
         label_format = "trainIds" if is_train else "labelIds"
     if label_format == "labelIds":
-        return trainid_lut(), known_labelids()
+        return CITYSCAPES.label_lut, CITYSCAPES.known_values
     if label_format == "trainIds":
         identity = np.arange(256, dtype=np.uint8)
         known = np.zeros(256, dtype=bool)
-        known[:19] = True
-        known[IGNORE_LABEL] = True
+        known[: CITYSCAPES.num_classes] = True
+        known[CITYSCAPES.ignore_label] = True
         return identity, known
     raise ValueError(f"label_format must be auto, labelIds or trainIds, got {label_format!r}")
 

@@ -1,16 +1,13 @@
-"""Class tables: Cityscapes labelId <-> trainId lookup tables and class names.
+"""Class definitions: the Cityscapes label table and the ADE20K class names.
 
 The Cityscapes table restates the official one (cityscapesScripts ``helpers/labels.py``):
-34 label ids, 19 of which are trained on; every other id maps to the ignore value 255. A
-256-entry table turns a whole label image into train ids with one indexing operation instead of
-the original's per-class loop.
+34 label ids, 19 of which are trained on; every other id maps to the ignore value 255. The
+per-dataset lookup tables built from these are in ``dataset.catalog``.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
-
-import numpy as np
 
 IGNORE_LABEL = 255
 
@@ -94,48 +91,3 @@ ADE20K_CLASSES: tuple[str, ...] = (
     "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate",
     "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag",
 )  # fmt: skip
-
-DATASETS = ("cityscapes", "ade20k")
-
-
-def trainid_lut() -> np.ndarray:
-    """Cityscapes labelId -> trainId as a uint8[256] table; unknown and void ids give 255."""
-    lut = np.full(256, IGNORE_LABEL, dtype=np.uint8)
-    for label in CITYSCAPES_LABELS:
-        lut[label.id] = label.train_id
-    return lut
-
-
-def labelid_lut() -> np.ndarray:
-    """Cityscapes trainId -> labelId as a uint8[256] table (255 and unused ids -> 0, unlabeled).
-
-    Submissions to the Cityscapes server must be written in label ids.
-    """
-    lut = np.zeros(256, dtype=np.uint8)
-    for label in CITYSCAPES_LABELS:
-        if label.train_id != IGNORE_LABEL:
-            lut[label.train_id] = label.id
-    return lut
-
-
-def known_labelids() -> np.ndarray:
-    """bool[256]: which pixel values can appear in a Cityscapes ``*_labelIds.png``."""
-    known = np.zeros(256, dtype=bool)
-    known[[label.id for label in CITYSCAPES_LABELS]] = True
-    return known
-
-
-def ade20k_lut() -> np.ndarray:
-    """ADE20K annotation value -> train id: 0 ("other") -> 255, 1..150 -> 0..149."""
-    lut = np.full(256, IGNORE_LABEL, dtype=np.uint8)
-    lut[1:151] = np.arange(150, dtype=np.uint8)
-    return lut
-
-
-def class_names(dataset: str) -> tuple[str, ...]:
-    """Class names by train id for ``"cityscapes"`` or ``"ade20k"``."""
-    if dataset == "cityscapes":
-        return CITYSCAPES_CLASSES
-    if dataset == "ade20k":
-        return ADE20K_CLASSES
-    raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")

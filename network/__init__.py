@@ -1,8 +1,44 @@
-"""Segmentation models: dilated ResNet backbones with OCNet context heads."""
+"""Segmentation models: backbones with OCNet-line context heads; one factory over a table."""
 
-NETWORKS = ("resnet18", "resnet34", "resnet50", "resnet101")
-METHODS = ("baseline", "base_oc_dsn", "pyramid_oc_dsn", "asp_oc_dsn")
+from __future__ import annotations
 
-from .segmentation import SegmentationModel, get_segmentation_model, model_names  # noqa: E402
+from .methods import METHOD_SPECS, METHODS, MethodSpec, method_spec
+from .segmentation import NETWORKS, SegmentationModel
 
-__all__ = ["METHODS", "NETWORKS", "SegmentationModel", "get_segmentation_model", "model_names"]
+__all__ = [
+    "METHODS",
+    "METHOD_SPECS",
+    "MethodSpec",
+    "NETWORKS",
+    "SegmentationModel",
+    "get_segmentation_model",
+    "method_spec",
+    "model_names",
+    "split_model_name",
+]
+
+
+def model_names() -> list[str]:
+    """Every valid ``get_segmentation_model`` name."""
+    return [f"{network}_{method}" for network in NETWORKS for method in METHODS]
+
+
+def split_model_name(name: str) -> tuple[str, str]:
+    """``"resnet101_asp_oc_dsn"`` -> ``("resnet101", "asp_oc_dsn")``, or a ValueError."""
+    for network in NETWORKS:  # network names contain "_" too (hrnetv2_w48)
+        method = name.removeprefix(f"{network}_")
+        if method != name and method in METHOD_SPECS:
+            return network, method
+    raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(model_names())}")
+
+
+def get_segmentation_model(
+    name: str, num_classes: int = 19, norm_layer=None
+) -> SegmentationModel:
+    """Build ``"{network}_{method}"``, e.g. ``"resnet101_asp_oc_dsn"`` (the original's names).
+
+    ``norm_layer`` is an ABN-like class (default ``inplace_abn.InPlaceABNSync``).
+    """
+    network, method = split_model_name(name)
+    depth = int(network.removeprefix("resnet"))
+    return SegmentationModel(depth, method, num_classes, norm_layer)

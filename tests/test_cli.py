@@ -1,6 +1,6 @@
 import pytest
 
-from utils.cli import UserError, list_path
+from engine.cli import UserError, list_path
 
 
 def test_default_lists_follow_dataset_and_split():

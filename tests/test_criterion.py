@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from engine.training import build_criterion
 from utils.criterion import (
     CITYSCAPES_CLASS_WEIGHTS,
     CriterionCrossEntropy,
@@ -15,7 +17,6 @@ from utils.criterion import (
     CriterionOhemCrossEntropy,
     CriterionOhemDSN,
     CriterionOhemDSN_single,
-    build_criterion,
     ohem_cross_entropy,
     ohem_mask,
 )
@@ -170,13 +171,37 @@ def test_low_precision_logits_give_float32_loss():
     assert loss.item() == pytest.approx(1.4 * LN2 / 2, abs=2e-2)
 
 
-def test_build_criterion_follows_the_flags():
-    assert type(build_criterion("baseline", 19)) is CriterionCrossEntropy
-    assert type(build_criterion("baseline", 19, ohem=True)) is CriterionOhemCrossEntropy
-    assert type(build_criterion("asp_oc_dsn", 19)) is CriterionDSN
-    assert type(build_criterion("base_oc_dsn", 19, ohem=True)) is CriterionOhemDSN
-    single = build_criterion("pyramid_oc_dsn", 19, ohem=True, ohem_single=True, thresh=0.6)
-    assert type(single) is CriterionOhemDSN_single and single.thresh == 0.6
-    assert build_criterion("asp_oc_dsn", 19, use_weight=True).weight.shape == (19,)
-    with pytest.raises(TypeError, match=r"\[dsn_logits, logits\]"):
-        build_criterion("asp_oc_dsn", 2)(torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1).long())
+def loss_flags(method: str, **flags) -> argparse.Namespace:
+    defaults = {
+        "method": method, "dsn_weight": 0.4, "ohem": False, "ohem_single": False,
+        "ohem_thres": 0.7, "ohem_keep": 100000, "use_weight": False, "ignore_label": 255,
+    }  # fmt: skip
+    return argparse.Namespace(**(defaults | flags))
+
+
+def test_build_criterion_follows_the_method_table_and_flags():
+    logits, target = two_pixel_case()
+    uniform = torch.zeros_like(logits)
+    # The baseline has no auxiliary head: one output, plain or OHEM CE.
+    plain = build_criterion(loss_flags("baseline"), 2)
+    assert plain.aux_weight is None and plain.ohem == "none"
+    assert plain(logits, target).item() == pytest.approx(
+        CriterionCrossEntropy(num_classes=2)(logits, target).item()
+    )
+    hard = build_criterion(loss_flags("baseline", ohem=True, ohem_keep=0), 2)
+    assert hard(logits, target).item() == pytest.approx(math.log(1.5), abs=1e-6)
+    # DSN methods: auxiliary term weighted by --dsn-weight; OHEM on both or the main only.
+    dsn = build_criterion(loss_flags("asp_oc_dsn", dsn_weight=0.25), 2)
+    assert dsn([uniform, logits], target).item() == pytest.approx(0.25 * LN2 + LN2 / 2, abs=1e-6)
+    both = build_criterion(loss_flags("base_oc_dsn", ohem=True, ohem_keep=0), 2)
+    assert both.ohem == "both"
+    single = build_criterion(
+        loss_flags("pyramid_oc_dsn", ohem=True, ohem_single=True, ohem_thres=0.6), 19
+    )
+    assert single.ohem == "main" and single.thresh == 0.6
+    weighted = build_criterion(loss_flags("asp_oc_dsn", use_weight=True), 19)
+    assert weighted.weight.shape == (19,)
+    with pytest.raises(TypeError, match=r"\[aux_logits, logits\]"):
+        build_criterion(loss_flags("asp_oc_dsn"), 2)(
+            torch.zeros(1, 2, 1, 1), torch.zeros(1, 1, 1).long()
+        )

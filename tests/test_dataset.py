@@ -14,21 +14,16 @@ from torch.utils.data import DataLoader
 
 import dataset
 from dataset import DatasetError, get_segmentation_dataset, make_worker_init_fn
-from dataset.labels import (
-    ADE20K_CLASSES,
-    CITYSCAPES_CLASSES,
-    class_names,
-    labelid_lut,
-    trainid_lut,
-)
-from dataset.transforms import SCALES
+from dataset.catalog import DATASETS, dataset_info
+from dataset.labels import ADE20K_CLASSES, CITYSCAPES_CLASSES
 from dataset.palette import colorize, palette
+from dataset.transforms import SCALES
 
 # ---------------------------------------------------------------- label tables and palettes
 
 
 def test_trainid_lut_matches_official_table():
-    lut = trainid_lut()
+    lut = DATASETS["cityscapes"].label_lut
     expected = np.full(256, 255, dtype=np.uint8)
     for label in cs_labels.labels:
         if label.id >= 0:
@@ -38,12 +33,14 @@ def test_trainid_lut_matches_official_table():
 
 
 def test_labelid_lut_inverts_train_ids():
-    lut = labelid_lut()
+    lut = DATASETS["cityscapes"].submission_lut
     for train_id in range(19):
         assert lut[train_id] == cs_labels.trainId2label[train_id].id
     assert lut[255] == 0
     # Round trip on every train id.
-    np.testing.assert_array_equal(trainid_lut()[lut[np.arange(19)]], np.arange(19))
+    np.testing.assert_array_equal(
+        DATASETS["cityscapes"].label_lut[lut[np.arange(19)]], np.arange(19)
+    )
 
 
 def test_class_names():
@@ -51,9 +48,9 @@ def test_class_names():
     assert list(CITYSCAPES_CLASSES) == official
     assert len(ADE20K_CLASSES) == 150 and len(set(ADE20K_CLASSES)) == 150
     assert ADE20K_CLASSES[0] == "wall" and ADE20K_CLASSES[149] == "flag"
-    assert class_names("ade20k") is ADE20K_CLASSES
+    assert DATASETS["ade20k"].class_names is ADE20K_CLASSES
     with pytest.raises(ValueError, match="choose one of cityscapes, ade20k"):
-        class_names("voc")
+        dataset_info("voc")
 
 
 def test_palette_and_colorize():
@@ -265,7 +262,7 @@ def test_val_and_test_return_whole_images(city):
     assert meta["name"] == "bochum_000000_000019" and meta["size"] == (48, 80)
     assert meta["image_path"].endswith("bochum_000000_000019_leftImg8bit.png")
     raw = cv2.imread(str(city / "gtFine/train/bochum/bochum_000000_000019_gtFine_labelIds.png"), -1)
-    np.testing.assert_array_equal(label.numpy(), trainid_lut()[raw])
+    np.testing.assert_array_equal(label.numpy(), DATASETS["cityscapes"].label_lut[raw])
     lines = [line.split()[0] for line in (city / "train.lst").read_text().splitlines()]
     (city / "test.lst").write_text("\n".join(lines) + "\n")
     test = get_segmentation_dataset(

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 import evaluate
-from dataset.labels import trainid_lut
+from dataset.catalog import DATASETS
+from dataset.palette import palette
 from inplace_abn import ABN
 from network import get_segmentation_model
-from dataset.palette import palette
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = ("resnet18", "base_oc_dsn")
@@ -152,7 +152,7 @@ def test_evaluate_matches_independent_computation(setup, tmp_path):
         )
     )
     images = list_images(setup["root"], setup["list"])
-    lut = trainid_lut()
+    lut = DATASETS["cityscapes"].label_lut
     preds = [reference_prediction(setup["model"], p) for p in images]
     labels = [
         lut[cv2.imread(p, cv2.IMREAD_UNCHANGED)] for p in list_labels(setup["root"], setup["list"])

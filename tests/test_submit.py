@@ -13,7 +13,7 @@ from test_evaluate import MODEL, make_model, make_tree, reference_prediction
 
 import evaluate
 import generate_submit
-from dataset.labels import labelid_lut, trainid_lut
+from dataset.catalog import DATASETS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def submit_args(setup, out, *extra):
 def test_trainid_labelid_round_trip_against_cityscapesscripts():
     from cityscapesscripts.helpers.labels import trainId2label
 
-    to_label, to_train = labelid_lut(), trainid_lut()
+    to_label, to_train = DATASETS["cityscapes"].submission_lut, DATASETS["cityscapes"].label_lut
     for train_id in range(19):
         assert to_label[train_id] == trainId2label[train_id].id
         assert to_train[to_label[train_id]] == train_id
@@ -67,7 +67,7 @@ def test_submission_files_names_layout_and_zip(setup, tmp_path):
         assert archive.namelist() == expected
         for name in expected:
             assert archive.read(name) == (tmp_path / name).read_bytes()
-    to_label = labelid_lut()
+    to_label = DATASETS["cityscapes"].submission_lut
     for rel, image in zip(expected, setup["images"]):
         stored = cv2.imread(str(tmp_path / rel), cv2.IMREAD_UNCHANGED)
         assert stored.dtype == np.uint8 and stored.shape == (64, 128)

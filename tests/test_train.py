@@ -354,7 +354,7 @@ def test_two_process_ddp_keeps_replicas_identical(data, tmp_path, monkeypatch):
 
 
 def test_sample_order_is_a_function_of_seed_and_position():
-    from utils.distributed import ResumableSampler
+    from dataset.sampler import ResumableSampler
 
     whole = list(ResumableSampler(5, batch_size=4, num_steps=6, seed=3))
     assert len(whole) == 24

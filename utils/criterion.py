@@ -125,164 +125,132 @@ def ohem_cross_entropy(
     return cross_entropy(logits, hard_target, weight, ignore_index)
 
 
-class _Criterion(nn.Module):
-    """Shared plumbing: class weights as a buffer (follows ``.to(device)``), loss terms for logs."""
+OHEM_MODES = ("none", "main", "both")
 
-    def __init__(self, num_classes: int, use_weight: bool, ignore_index: int) -> None:
+
+class SegmentationLoss(nn.Module):
+    """``aux_weight * loss(aux) + loss(main)``: a main term and an optional auxiliary term.
+
+    Each term is plain or OHEM cross-entropy on logits upsampled to the label size. ``ohem``:
+    ``"none"``, ``"main"`` (the original's ``--ohem-single``: hard mining on both supervisions
+    hurts, so the auxiliary output keeps plain CE; its +0.9 mIoU recipe uses this) or ``"both"``
+    (each output selects its own hard pixels). With ``aux_weight=None`` the model has one output.
+    Class weights are a buffer, so they follow ``.to(device)``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 19,
+        aux_weight: float | None = DSN_WEIGHT,
+        ohem: str = "none",
+        thresh: float = OHEM_THRESH,
+        min_kept: int = OHEM_MIN_KEPT,
+        use_weight: bool = False,
+        ignore_index: int = 255,
+    ) -> None:
         super().__init__()
+        if ohem not in OHEM_MODES:
+            raise ValueError(f"ohem must be one of {OHEM_MODES}, got {ohem!r}")
+        self.aux_weight = None if aux_weight is None else float(aux_weight)
+        self.ohem = ohem
+        self.thresh, self.min_kept = float(thresh), int(min_kept)
         self.ignore_index = ignore_index
         self.register_buffer("weight", class_weights(num_classes, use_weight), persistent=False)
 
+    def _term(self, logits: torch.Tensor, target: torch.Tensor, hard: bool) -> torch.Tensor:
+        logits = upsample_to(logits, target.shape[-2:])
+        if hard:
+            return ohem_cross_entropy(
+                logits, target, self.thresh, self.min_kept, self.weight, self.ignore_index
+            )
+        return cross_entropy(logits, target, self.weight, self.ignore_index)
+
     def terms(self, preds, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each weighted loss term by name; ``forward`` returns their sum."""
-        raise NotImplementedError
+        """Each weighted loss term by name (for the logs); ``forward`` returns their sum."""
+        if self.aux_weight is None:
+            if isinstance(preds, list | tuple):
+                raise TypeError(
+                    f"this criterion expects one logits tensor, got {len(preds)} outputs "
+                    "(give it an aux_weight for models with an auxiliary head)"
+                )
+            return {"loss_main": self._term(preds, target, self.ohem != "none")}
+        if not isinstance(preds, list | tuple) or len(preds) != 2:
+            raise TypeError("a criterion with aux_weight expects [aux_logits, logits]")
+        aux, main = preds
+        return {
+            "loss_dsn": self.aux_weight * self._term(aux, target, self.ohem == "both"),
+            "loss_main": self._term(main, target, self.ohem != "none"),
+        }
 
     def forward(self, preds, target: torch.Tensor) -> torch.Tensor:
         return sum(self.terms(preds, target).values())
 
-    def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits = upsample_to(logits, target.shape[-2:])
-        return cross_entropy(logits, target, self.weight, self.ignore_index)
+
+# The original's criterion classes, kept as constructors so its scripts still build a criterion.
 
 
-class CriterionCrossEntropy(_Criterion):
+def CriterionCrossEntropy(  # noqa: N802
+    num_classes: int = 19, use_weight: bool = False, ignore_index: int = 255
+) -> SegmentationLoss:
     """Plain cross-entropy for models with one output (the baseline)."""
-
-    def __init__(
-        self, num_classes: int = 19, use_weight: bool = False, ignore_index: int = 255
-    ) -> None:
-        super().__init__(num_classes, use_weight, ignore_index)
-
-    def terms(self, preds, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"loss_main": self._ce(_single(preds), target)}
+    return SegmentationLoss(
+        num_classes, None, "none", use_weight=use_weight, ignore_index=ignore_index
+    )
 
 
-class _OhemCriterion(_Criterion):
-    """Shared plumbing of the OHEM criteria: the threshold, ``min_kept`` and the hard-pixel CE."""
-
-    def __init__(
-        self, num_classes: int, thresh: float, min_kept: int, use_weight: bool, ignore_index: int
-    ) -> None:
-        super().__init__(num_classes, use_weight, ignore_index)
-        self.thresh, self.min_kept = float(thresh), int(min_kept)
-
-    def _ohem(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits = upsample_to(logits, target.shape[-2:])
-        return ohem_cross_entropy(
-            logits, target, self.thresh, self.min_kept, self.weight, self.ignore_index
-        )
-
-
-class CriterionOhemCrossEntropy(_OhemCriterion):
+def CriterionOhemCrossEntropy(  # noqa: N802
+    num_classes: int = 19,
+    thresh: float = OHEM_THRESH,
+    min_kept: int = OHEM_MIN_KEPT,
+    use_weight: bool = False,
+    ignore_index: int = 255,
+) -> SegmentationLoss:
     """OHEM cross-entropy for models with one output (``--ohem`` with the baseline)."""
-
-    def __init__(
-        self,
-        num_classes: int = 19,
-        thresh: float = OHEM_THRESH,
-        min_kept: int = OHEM_MIN_KEPT,
-        use_weight: bool = False,
-        ignore_index: int = 255,
-    ) -> None:
-        super().__init__(num_classes, thresh, min_kept, use_weight, ignore_index)
-
-    def terms(self, preds, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"loss_main": self._ohem(_single(preds), target)}
+    return SegmentationLoss(num_classes, None, "main", thresh, min_kept, use_weight, ignore_index)
 
 
-class CriterionDSN(_Criterion):
+def CriterionDSN(  # noqa: N802
+    num_classes: int = 19,
+    dsn_weight: float = DSN_WEIGHT,
+    use_weight: bool = False,
+    ignore_index: int = 255,
+) -> SegmentationLoss:
     """``dsn_weight * CE(dsn) + CE(main)`` for ``[dsn_logits, logits]`` (deep supervision)."""
-
-    def __init__(
-        self,
-        num_classes: int = 19,
-        dsn_weight: float = DSN_WEIGHT,
-        use_weight: bool = False,
-        ignore_index: int = 255,
-    ) -> None:
-        super().__init__(num_classes, use_weight, ignore_index)
-        self.dsn_weight = float(dsn_weight)
-
-    def terms(self, preds, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        dsn, main = _pair(preds)
-        return {
-            "loss_dsn": self.dsn_weight * self._ce(dsn, target),
-            "loss_main": self._ce(main, target),
-        }
+    return SegmentationLoss(
+        num_classes, dsn_weight, "none", use_weight=use_weight, ignore_index=ignore_index
+    )
 
 
-class CriterionOhemDSN(_OhemCriterion):
-    """DSN with OHEM on both outputs (each output selects its own hard pixels)."""
-
-    def __init__(
-        self,
-        num_classes: int = 19,
-        thresh: float = OHEM_THRESH,
-        min_kept: int = OHEM_MIN_KEPT,
-        dsn_weight: float = DSN_WEIGHT,
-        use_weight: bool = False,
-        ignore_index: int = 255,
-    ) -> None:
-        super().__init__(num_classes, thresh, min_kept, use_weight, ignore_index)
-        self.dsn_weight = float(dsn_weight)
-
-    def terms(self, preds, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        dsn, main = _pair(preds)
-        return {
-            "loss_dsn": self.dsn_weight * self._ohem(dsn, target),
-            "loss_main": self._ohem(main, target),
-        }
-
-
-class CriterionOhemDSN_single(CriterionOhemDSN):
-    """DSN with OHEM on the main output only.
-
-    The original found hard mining on both supervisions hurts, so the shallow (DSN) output keeps
-    plain cross-entropy; its README's +0.9 mIoU recipe (80.4 val) uses this one.
-    """
-
-    def terms(self, preds, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        dsn, main = _pair(preds)
-        return {
-            "loss_dsn": self.dsn_weight * self._ce(dsn, target),
-            "loss_main": self._ohem(main, target),
-        }
-
-
-def _single(preds) -> torch.Tensor:
-    if isinstance(preds, list | tuple):
-        raise TypeError(
-            f"this criterion expects one logits tensor, got {len(preds)} outputs "
-            "(use a *_dsn criterion for models with deep supervision)"
-        )
-    return preds
-
-
-def _pair(preds) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(preds, list | tuple) or len(preds) != 2:
-        raise TypeError("a DSN criterion expects [dsn_logits, logits] from a *_dsn model")
-    return preds[0], preds[1]
-
-
-def build_criterion(
-    method: str,
-    num_classes: int,
-    ohem: bool = False,
-    ohem_single: bool = False,
+def CriterionOhemDSN(  # noqa: N802
+    num_classes: int = 19,
     thresh: float = OHEM_THRESH,
     min_kept: int = OHEM_MIN_KEPT,
     dsn_weight: float = DSN_WEIGHT,
     use_weight: bool = False,
     ignore_index: int = 255,
-) -> _Criterion:
-    """The criterion train.py uses for ``--method`` and the OHEM flags (as the original chose)."""
-    if not method.endswith("_dsn"):
-        if ohem:
-            return CriterionOhemCrossEntropy(
-                num_classes, thresh, min_kept, use_weight, ignore_index
-            )
-        return CriterionCrossEntropy(num_classes, use_weight, ignore_index)
+) -> SegmentationLoss:
+    """DSN with OHEM on both outputs."""
+    return SegmentationLoss(
+        num_classes, dsn_weight, "both", thresh, min_kept, use_weight, ignore_index
+    )
+
+
+def CriterionOhemDSN_single(  # noqa: N802
+    num_classes: int = 19,
+    thresh: float = OHEM_THRESH,
+    min_kept: int = OHEM_MIN_KEPT,
+    dsn_weight: float = DSN_WEIGHT,
+    use_weight: bool = False,
+    ignore_index: int = 255,
+) -> SegmentationLoss:
+    """DSN with OHEM on the main output only."""
+    return SegmentationLoss(
+        num_classes, dsn_weight, "main", thresh, min_kept, use_weight, ignore_index
+    )
+
+
+def ohem_mode(ohem: bool, ohem_single: bool) -> str:
+    """The ``--ohem`` / ``--ohem-single`` flags as a ``SegmentationLoss`` mode."""
     if not ohem:
-        return CriterionDSN(num_classes, dsn_weight, use_weight, ignore_index)
-    cls = CriterionOhemDSN_single if ohem_single else CriterionOhemDSN
-    return cls(num_classes, thresh, min_kept, dsn_weight, use_weight, ignore_index)
+        return "none"
+    return "main" if ohem_single else "both"

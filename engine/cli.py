@@ -1,4 +1,4 @@
-"""Flags and error reporting shared by train.py, evaluate.py and generate_submit.py, defined once.
+"""Flags and error reporting shared by every command line, defined once.
 
 Flag names follow the original OCNet scripts so its run scripts carry over.
 """
@@ -11,10 +11,9 @@ from typing import NoReturn
 
 import torch
 
-from network import METHODS, NETWORKS
-
-DATASETS = ("cityscapes", "ade20k")
-NUM_CLASSES = {"cityscapes": 19, "ade20k": 150}
+from dataset import DATASETS, DatasetError
+from network import METHOD_SPECS, NETWORKS
+from utils.checkpoint import CheckpointError
 
 # Exit statuses of the three CLIs; see ``fail``.
 USAGE_STATUS = 2
@@ -27,9 +26,6 @@ class UserError(Exception):
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Exception types reported as one line; anything else is a bug and keeps its traceback."""
-    from dataset import DatasetError
-    from utils.checkpoint import CheckpointError
-
     return (UserError, DatasetError, CheckpointError, OSError)
 
 
@@ -115,14 +111,21 @@ def float_list(value: str) -> list[float]:
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--network", default="resnet101", choices=NETWORKS, help="backbone")
-    group.add_argument("--method", default="asp_oc_dsn", choices=METHODS, help="context head")
     group.add_argument(
-        "--num-classes", type=int, default=None, help="classes (default: 19 cityscapes, 150 ade20k)"
+        "--method",
+        default="asp_oc_dsn",
+        choices=tuple(METHOD_SPECS),
+        help="context head: "
+        + "; ".join(f"{s.name}: {s.description}" for s in METHOD_SPECS.values()),
     )
-
-
-# Lists shipped with the code; a dataset without an entry (ADE20K) is read by scanning its folders.
-DEFAULT_LISTS = {"cityscapes": "./dataset/list/cityscapes/{split}.lst"}
+    group.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="classes (default: the dataset's, "
+        + ", ".join(f"{d.num_classes} {d.name}" for d in DATASETS.values())
+        + ")",
+    )
 
 
 def list_path(value: str | None, dataset: str, split: str) -> str | None:
@@ -130,7 +133,7 @@ def list_path(value: str | None, dataset: str, split: str) -> str | None:
 
     ``None`` (``--data-list none``, or ADE20K without a list) means scan the dataset's folders.
     """
-    template = DEFAULT_LISTS.get(dataset)
+    template = DATASETS[dataset].default_list
     if value is None:
         return template.format(split=split) if template else None
     if value.lower() != "none":
@@ -145,7 +148,7 @@ def list_path(value: str | None, dataset: str, split: str) -> str | None:
 
 def add_data_args(parser: argparse.ArgumentParser, split: str, input_size: str = "769,769") -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", default="cityscapes", choices=DATASETS)
+    group.add_argument("--dataset", default="cityscapes", choices=tuple(DATASETS))
     group.add_argument("--data-dir", default="./dataset/cityscapes", help="dataset root folder")
     group.add_argument(
         "--data-list",
@@ -188,7 +191,9 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_num_classes(args: argparse.Namespace) -> int:
-    return args.num_classes if args.num_classes is not None else NUM_CLASSES[args.dataset]
+    if args.num_classes is not None:
+        return args.num_classes
+    return DATASETS[args.dataset].num_classes
 
 
 def gpu_ids(args: argparse.Namespace) -> list[int]:

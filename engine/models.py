@@ -1,0 +1,18 @@
+"""The model a command line asks for: ``--network`` and ``--method`` through the one factory."""
+
+from __future__ import annotations
+
+import argparse
+
+from torch import nn
+
+from inplace_abn import NormLayer
+from network import get_segmentation_model
+
+
+def build_model(
+    args: argparse.Namespace, num_classes: int, norm_layer: NormLayer | None = None
+) -> nn.Module:
+    """``{--network}_{--method}`` with random weights; callers load what they need."""
+    name = f"{args.network}_{args.method}"
+    return get_segmentation_model(name, num_classes=num_classes, norm_layer=norm_layer)

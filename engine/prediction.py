@@ -1,0 +1,152 @@
+"""What the prediction tools share (one copy): prediction flags and their checks, model loading,
+the sharded loader, predicted batches and atomic PNG writes.
+
+The prediction itself is ``utils.inference.predict``; processes are started by
+``engine.launch.launch`` and user errors (``engine.cli.UserError``) reported by it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from engine import cli
+from engine.cli import UserError
+from engine.data import eval_dataset, make_loader
+from engine.models import build_model
+from inplace_abn import ABN
+from network.weights import check_weights, load_weights
+from utils.distributed import get_world_size
+from utils.fileio import atomic_write
+
+
+def add_prediction_args(parser: argparse.ArgumentParser, split: str) -> None:
+    """Model/data/device flags (``engine.cli``) plus checkpoint and test-time prediction flags."""
+    cli.add_model_args(parser)
+    cli.add_data_args(parser, split=split, input_size="769,769")
+    cli.add_device_args(parser)
+    group = parser.add_argument_group("prediction")
+    group.add_argument(
+        "--ckpt",
+        "--restore-from",
+        dest="ckpt",
+        required=True,
+        help="weights: a checkpoint of this project, or a plain / module.-prefixed state_dict "
+        "(--restore-from is an alias, as in the original's scripts)",
+    )
+    group.add_argument(
+        "--predict-choice",
+        default="whole",
+        choices=("whole", "sliding"),
+        help="whole: one pass per image; sliding: --input-size tiles overlapping by --overlap",
+    )
+    group.add_argument(
+        "--overlap", type=float, default=1 / 3, help="fraction of a tile shared with the next"
+    )
+    group.add_argument(
+        "--tile-batch", type=int, default=4, help="sliding tiles per forward pass (memory)"
+    )
+    group.add_argument(
+        "--whole-scale", type=float, default=1.0, help="scale of the single pass without --use-ms"
+    )
+    cli.add_flag(group, "--use-ms", "multi-scale: average the probabilities over --scales")
+    group.add_argument(
+        "--scales",
+        type=cli.float_list,
+        default=[0.75, 1.0, 1.25, 1.5, 1.75, 2.0],
+        help="scales for --use-ms (the paper's multi-scale test uses 0.75 .. 2.0)",
+    )
+    cli.add_flag(group, "--use-flip", "also predict the mirrored image and average")
+    group.add_argument("--output-path", default="./outputs", help="folder for the results")
+
+
+def prediction_scales(args: argparse.Namespace) -> list[float]:
+    return list(args.scales) if args.use_ms else [args.whole_scale]
+
+
+def check_prediction_args(args: argparse.Namespace) -> None:
+    """Flag values argparse cannot check on its own, reported before any work starts."""
+    if not 0 <= args.overlap < 1:
+        raise UserError(f"--overlap must be in [0, 1), got {args.overlap}")
+    if args.whole_scale <= 0:
+        raise UserError(f"--whole-scale must be positive, got {args.whole_scale}")
+    if args.tile_batch < 1:
+        raise UserError(f"--tile-batch must be at least 1, got {args.tile_batch}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.workers < 0:
+        raise UserError(f"--workers must be 0 or more, got {args.workers}")
+
+
+def prepare_output_dir(path: str) -> str:
+    """Create ``path`` (and parents) or fail with one clear message before any prediction."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"--output-path {path} exists and is not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise UserError(
+            f"--output-path {path} cannot be created: {error.strerror or error}"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"--output-path {path} is not writable")
+    return path
+
+
+def load_model(args: argparse.Namespace, num_classes: int, device: torch.device) -> nn.Module:
+    """The model with the weights of ``--ckpt`` (strict), in eval mode on ``device``.
+
+    Plain ``ABN`` for normalisation: at test time the synchronised/in-place variants compute the
+    same thing and their state_dicts are identical, so the simplest one is used.
+    """
+    model = build_model(args, num_classes, norm_layer=ABN)
+    load_weights(model, args.ckpt)
+    return model.to(device).eval()
+
+
+def prediction_options(args: argparse.Namespace) -> dict:
+    """The ``utils.inference.predict`` keyword arguments the prediction flags ask for."""
+    return {
+        "mode": args.predict_choice,
+        "tile": tuple(args.input_size),
+        "overlap": args.overlap,
+        "scales": prediction_scales(args),
+        "flip": args.use_flip,
+        "tile_batch": args.tile_batch,
+        "amp": cli.autocast_dtype(args.amp),
+    }
+
+
+def prediction_loader(args: argparse.Namespace, dataset: Dataset, device: torch.device):
+    """This rank's shard of ``dataset`` in list order, ``--batch-size`` split over processes."""
+    batch = max(1, args.batch_size // get_world_size())
+    return make_loader(dataset, batch, args.workers, device, seed=args.seed)
+
+
+def write_png(path: str, image: np.ndarray) -> None:
+    """Encode ``image`` (HxW uint8, or HxWx3 RGB) as PNG and write it atomically."""
+    if image.ndim == 3:
+        image = np.ascontiguousarray(image[:, :, ::-1])  # cv2 expects BGR
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise UserError(f"could not encode {path} as PNG")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    atomic_write(path, encoded.tobytes())
+
+
+def check_inputs(args: argparse.Namespace, split: str) -> None:
+    """Everything a user can get wrong that is cheap to find before any process starts."""
+    check_prediction_args(args)
+    prepare_output_dir(args.output_path)
+    eval_dataset(args, split, args.data_list)
+    # On the meta device: shapes are all the check needs, so no weights are allocated or copied
+    # here; the worker loads them once.
+    with torch.device("meta"):
+        model = build_model(args, cli.resolve_num_classes(args), norm_layer=ABN)
+    check_weights(model, args.ckpt)

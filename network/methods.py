@@ -1,0 +1,160 @@
+"""The table of methods: every fact about a context head that other code needs, in one place.
+
+A method is the part of ``"{network}_{method}"`` after the backbone: which head sits on the
+backbone, whether a deep-supervision (auxiliary) head reads an earlier stage and how it is built,
+the layer4 multi-grid, and the auxiliary loss weight. The model factory, the criterion, the
+command lines (``--method`` choices), the benchmarks and the parametrised tests all read
+``METHOD_SPECS``. Adding a head is one module in ``oc_module`` plus one entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from inplace_abn import NormLayer
+from oc_module import ASPOC, BaseOC, PyramidOC
+
+# Builds the head's modules, in application order, for a backbone with ``in_ch`` output channels.
+HeadBuilder = Callable[[int, int, NormLayer], dict[str, nn.Module]]
+# Runs the head: (its modules by name, backbone features, auxiliary logits or None) -> logits.
+HeadForward = Callable[[Mapping[str, nn.Module], torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class AuxSpec:
+    """The deep-supervision head: 3x3 conv, norm, dropout, 1x1 classifier on an earlier stage."""
+
+    name: str = "dsn"  # module name, so checkpoints keep their keys
+    activation: str = "leaky_relu"  # of its norm
+    dropout: float = 0.05
+
+
+def sequential_forward(
+    modules: Mapping[str, nn.Module], x: torch.Tensor, aux: torch.Tensor | None
+) -> torch.Tensor:
+    """The OCNet heads: apply the modules in order; the auxiliary logits are not read."""
+    for module in modules.values():
+        x = module(x)
+    return x
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Everything the rest of the code needs to know about one method."""
+
+    name: str
+    description: str
+    build_head: HeadBuilder
+    aux: AuxSpec | None = None
+    forward_head: HeadForward = sequential_forward
+    multi_grid: tuple[int, ...] = (1, 1, 1)  # layer4 dilation multipliers per block
+    aux_weight: float = 0.4  # default weight of the auxiliary loss (paper Sec. 4.2)
+
+    @property
+    def has_aux(self) -> bool:
+        return self.aux is not None
+
+
+def _conv3x3(in_ch: int, out_ch: int) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1)
+
+
+def _classifier(in_ch: int, num_classes: int) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, num_classes, kernel_size=1)
+
+
+# Widths: ``width = in_ch // 4`` and key width ``width // 2`` - the original's 512 and 256 on
+# ResNet-50/101 (2048 channels), scaled the same way for ResNet-18/34 (512 -> 128, 64).
+
+
+def _baseline(in_ch: int, num_classes: int, norm_layer: NormLayer) -> dict[str, nn.Module]:
+    width = in_ch // 4
+    return {
+        "layer5": nn.Sequential(_conv3x3(in_ch, width), norm_layer(width), nn.Dropout2d(0.05)),
+        "layer6": _classifier(width, num_classes),
+    }
+
+
+def _base_oc(in_ch: int, num_classes: int, norm_layer: NormLayer) -> dict[str, nn.Module]:
+    width = in_ch // 4
+    context = nn.Sequential(
+        _conv3x3(in_ch, width),
+        norm_layer(width),
+        BaseOC(width, width, width // 2, width // 2, 0.05, (1,), norm_layer),
+    )
+    return {"context": context, "cls": _classifier(width, num_classes)}
+
+
+def _pyramid_oc(in_ch: int, num_classes: int, norm_layer: NormLayer) -> dict[str, nn.Module]:
+    width = in_ch // 4
+    return {
+        # The original's layer5 uses the backbone's BN (no activation) here.
+        "layer5": nn.Sequential(_conv3x3(in_ch, width), norm_layer(width, activation="identity")),
+        "context": PyramidOC(width, width, 0.05, (1, 2, 3, 6), norm_layer),
+        "cls": _classifier(width, num_classes),
+    }
+
+
+def _asp_oc(in_ch: int, num_classes: int, norm_layer: NormLayer) -> dict[str, nn.Module]:
+    width = in_ch // 4
+    return {
+        "context": nn.Sequential(ASPOC(in_ch, width, norm_layer=norm_layer)),
+        "cls": _classifier(width, num_classes),
+    }
+
+
+METHOD_SPECS: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (
+        MethodSpec(
+            "baseline",
+            "dilated ResNet + 3x3 conv, no context (FCN-style)",
+            _baseline,
+            aux=None,
+            multi_grid=(1, 2, 1),
+        ),
+        MethodSpec(
+            "base_oc_dsn",
+            "Base-OC: object context over the whole map (OCNet Sec. 3.3)",
+            _base_oc,
+            aux=AuxSpec(),
+        ),
+        MethodSpec(
+            "pyramid_oc_dsn",
+            "Pyramid-OC: object context inside 1x1, 2x2, 3x3, 6x6 regions",
+            _pyramid_oc,
+            # The original's Pyramid-OC DSN norm has no activation.
+            aux=AuxSpec(activation="identity"),
+        ),
+        MethodSpec(
+            "asp_oc_dsn",
+            "ASP-OC: object context beside dilated convolutions, as in ASPP",
+            _asp_oc,
+            aux=AuxSpec(dropout=0.10),
+        ),
+    )
+}
+METHODS = tuple(METHOD_SPECS)
+
+
+def method_spec(method: str) -> MethodSpec:
+    """The table entry of ``method``, or a ValueError listing the choices."""
+    if method not in METHOD_SPECS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return METHOD_SPECS[method]
+
+
+def build_aux(
+    spec: AuxSpec, in_ch: int, width: int, num_classes: int, norm_layer: NormLayer
+) -> nn.Sequential:
+    """Deep supervision: 3x3 conv, norm, dropout, 1x1 classifier (indices 0, 1, 2, 3)."""
+    return nn.Sequential(
+        _conv3x3(in_ch, width),
+        norm_layer(width, activation=spec.activation),
+        nn.Dropout2d(spec.dropout),
+        _classifier(width, num_classes),
+    )
