@@ -32,9 +32,7 @@ def split_model_name(name: str) -> tuple[str, str]:
     raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(model_names())}")
 
 
-def get_segmentation_model(
-    name: str, num_classes: int = 19, norm_layer=None
-) -> SegmentationModel:
+def get_segmentation_model(name: str, num_classes: int = 19, norm_layer=None) -> SegmentationModel:
     """Build ``"{network}_{method}"``, e.g. ``"resnet101_asp_oc_dsn"`` (the original's names).
 
     ``norm_layer`` is an ABN-like class (default ``inplace_abn.InPlaceABNSync``).
