@@ -2,6 +2,12 @@
 
 Batchnorms are ``norm_layer(c, activation="identity")`` followed by a separate ReLU, exactly as
 the original (so its ImageNet weights and checkpoints load and compute the same function).
+
+Two variants of the same network (``DilatedResNet(variant=...)``). ``"ocnet"``: the original
+OCNet's, every block of layer3/layer4 dilated alike. ``"openseg"``: openseg.pytorch's
+``deepbase_resnet*_dilated8`` (ISANet, OCRNet), which dilates a strided ImageNet ResNet after the
+fact: the conv that had stride 2 keeps half the dilation, so the first block of layer3 has
+dilation 1 and that of layer4 dilation 2. Stem, pool, norms, biases and keys are the same.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from torch import nn
 
 from inplace_abn import NormLayer, default_norm_layer
 
+VARIANTS = ("ocnet", "openseg")
+
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
     return nn.Conv2d(
@@ -20,7 +28,10 @@ def conv3x3(in_ch: int, out_ch: int, stride: int = 1, dilation: int = 1) -> nn.C
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convs (ResNet-18/34); both dilated in dilated stages."""
+    """Two 3x3 convs (ResNet-18/34); both dilated in dilated stages.
+
+    ``entry_dilation`` (default ``dilation``) is that of conv1, the conv that carries the stride.
+    """
 
     expansion = 1
 
@@ -32,10 +43,11 @@ class BasicBlock(nn.Module):
         dilation: int = 1,
         downsample: nn.Module | None = None,
         norm_layer: NormLayer | None = None,
+        entry_dilation: int | None = None,
     ) -> None:
         super().__init__()
         norm_layer = norm_layer or default_norm_layer()
-        self.conv1 = conv3x3(inplanes, planes, stride, dilation)
+        self.conv1 = conv3x3(inplanes, planes, stride, entry_dilation or dilation)
         self.bn1 = norm_layer(planes, activation="identity")
         self.conv2 = conv3x3(planes, planes, dilation=dilation)
         self.bn2 = norm_layer(planes, activation="identity")
@@ -48,7 +60,10 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 -> 3x3 (stride and dilation here) -> 1x1 x4, as the original's ResNet-101."""
+    """1x1 -> 3x3 (stride and dilation here) -> 1x1 x4, as the original's ResNet-101.
+
+    The 3x3 carries the stride, so ``entry_dilation`` (default ``dilation``) is its dilation.
+    """
 
     expansion = 4
 
@@ -60,12 +75,13 @@ class Bottleneck(nn.Module):
         dilation: int = 1,
         downsample: nn.Module | None = None,
         norm_layer: NormLayer | None = None,
+        entry_dilation: int | None = None,
     ) -> None:
         super().__init__()
         norm_layer = norm_layer or default_norm_layer()
         self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=1, bias=False)
         self.bn1 = norm_layer(planes, activation="identity")
-        self.conv2 = conv3x3(planes, planes, stride, dilation)
+        self.conv2 = conv3x3(planes, planes, stride, entry_dilation or dilation)
         self.bn2 = norm_layer(planes, activation="identity")
         self.conv3 = nn.Conv2d(planes, planes * 4, kernel_size=1, bias=False)
         self.bn3 = norm_layer(planes * 4, activation="identity")
@@ -93,6 +109,11 @@ class DilatedResNet(nn.Module):
     layer3 has dilation 2, layer4 dilation 4 times ``multi_grid`` per block (cycled), both
     stride 1. For an input side n the output side is that of the original: ceil(n / 8) for odd
     n, one more for some even n (the ceil-mode pool), e.g. 769 -> 97, 1024 -> 129.
+
+    ``variant="openseg"`` gives openseg.pytorch's backbone: in layer3 and layer4 the first
+    block's strided-position conv (Bottleneck conv2, BasicBlock conv1) has half its block's
+    dilation, as its ``DilatedResnetBackbone._nostride_dilate`` leaves it (layer3: 1, 2, 2, ...;
+    layer4: 2, 4, 4). Keys and shapes are those of ``"ocnet"``.
     """
 
     def __init__(
@@ -101,10 +122,16 @@ class DilatedResNet(nn.Module):
         dilations: tuple[int, int] = (2, 4),
         multi_grid: tuple[int, ...] = (1, 1, 1),
         norm_layer: NormLayer | None = None,
+        variant: str = "ocnet",
     ) -> None:
         super().__init__()
         if depth not in BLOCKS:
             raise ValueError(f"ResNet depth must be one of {sorted(BLOCKS)}, got {depth}")
+        if variant not in VARIANTS:
+            raise ValueError(
+                f"ResNet variant must be one of {', '.join(VARIANTS)}, got {variant!r}"
+            )
+        self.variant = variant
         block, layers = BLOCKS[depth]
         norm_layer = norm_layer or default_norm_layer()
         self._norm_layer = norm_layer
@@ -118,9 +145,12 @@ class DilatedResNet(nn.Module):
         self.inplanes = 128
         self.layer1 = self._make_layer(block, 64, layers[0])
         self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], dilation=dilations[0])
+        # layer3/layer4 are the stages whose ImageNet stride 2 became dilation.
+        self.layer3 = self._make_layer(
+            block, 256, layers[2], dilation=dilations[0], stride_removed=True
+        )
         self.layer4 = self._make_layer(
-            block, 512, layers[3], dilation=dilations[1], multi_grid=multi_grid
+            block, 512, layers[3], dilation=dilations[1], multi_grid=multi_grid, stride_removed=True
         )
         self.layer3_channels = 256 * block.expansion
         self.out_channels = 512 * block.expansion
@@ -133,6 +163,7 @@ class DilatedResNet(nn.Module):
         stride: int = 1,
         dilation: int = 1,
         multi_grid: tuple[int, ...] = (1,),
+        stride_removed: bool = False,
     ) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
@@ -142,14 +173,20 @@ class DilatedResNet(nn.Module):
             )
         layers = []
         for i in range(blocks):
+            block_dilation = dilation * multi_grid[i % len(multi_grid)]
+            entry_dilation = None
+            if i == 0 and stride_removed and self.variant == "openseg":
+                # openseg sets the formerly strided 3x3 to half the dilation (at least 1).
+                entry_dilation = max(block_dilation // 2, 1)
             layers.append(
                 block(
                     self.inplanes,
                     planes,
                     stride if i == 0 else 1,
-                    dilation * multi_grid[i % len(multi_grid)],
+                    block_dilation,
                     downsample if i == 0 else None,
                     self._norm_layer,
+                    entry_dilation,
                 )
             )
             self.inplanes = planes * block.expansion

@@ -5,13 +5,19 @@ plus its heads (``context``, ``cls``, ``dsn``; the baseline's ``layer5``, ``laye
 original OCNet, so original checkpoints and the deep-stem ImageNet ResNet-101 it started from load
 key for key. Every file is read with ``torch.load(weights_only=True)`` (see ``utils.checkpoint``).
 Mismatches are collected and reported together, by key, in one ``CheckpointError``.
+
+Checkpoints of other codebases are recognised by their keys and renamed by rule
+(``FOREIGN_LAYOUTS``): openseg.pytorch's (``backbone.resinit.*``, ``backbone.*``) and HRNet-OCR's
+(``model.*``, ``loss.*``). The renamed dict then meets the same strict key check as any other.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -20,7 +26,9 @@ from utils.checkpoint import CheckpointError, load_checkpoint
 
 __all__ = [
     "BACKBONE_MODULES",
+    "FOREIGN_LAYOUTS",
     "CheckpointError",
+    "ForeignLayout",
     "load_imagenet_backbone",
     "load_weights",
     "read_state_dict",
@@ -84,15 +92,123 @@ def _clean_state_dict(state: Mapping, name: str) -> StateDict:
     return result
 
 
+# --- checkpoints of other codebases ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ForeignLayout:
+    """Another codebase's checkpoint keys: how to recognise them and the rules renaming them to ours.
+
+    ``convert`` drops keys under ``drop``, rewrites the first matching prefix of ``prefixes``
+    (``(theirs, ours)``, in order) and then applies the regex rewrites ``patterns`` in order. Keys
+    no rule touches are kept as they are: the strict comparison names whatever does not fit.
+    """
+
+    name: str
+    summary: str  # the rules in a few words, shown with every error about such a file
+    detect: Callable[[Mapping[str, torch.Tensor]], bool]
+    drop: tuple[str, ...] = ()
+    prefixes: tuple[tuple[str, str], ...] = ()
+    patterns: tuple[tuple[str, str], ...] = ()
+
+    def rename(self, key: str) -> str:
+        for theirs, ours in self.prefixes:
+            if key.startswith(theirs):
+                key = ours + key[len(theirs) :]
+                break
+        for pattern, replacement in self.patterns:
+            key = re.sub(pattern, replacement, key)
+        return key
+
+    def convert(self, state: StateDict, name: str) -> StateDict:
+        result: StateDict = {}
+        source: dict[str, str] = {}
+        for key, value in state.items():
+            if key.startswith(self.drop):
+                continue
+            ours = self.rename(key)
+            if ours in result:  # two keys of the file would land on one key of the model
+                raise CheckpointError(
+                    f"checkpoint {name}: keys {source[ours]} and {key} both map to {ours}"
+                )
+            result[ours], source[ours] = value, key
+        return result
+
+
+def _is_openseg(state: Mapping[str, torch.Tensor]) -> bool:
+    """openseg.pytorch models hold their backbone as ``self.backbone``; ours *are* the backbone."""
+    return any(key.startswith("backbone.") for key in state)
+
+
+def _is_hrnet_ocr(state: Mapping[str, torch.Tensor]) -> bool:
+    """HRNet-OCR saves its ``FullModel(model, loss)`` wrapper: every key under model. or loss."""
+    return any(k.startswith("model.") for k in state) and all(
+        k.startswith(("model.", "loss.")) for k in state
+    )
+
+
+# openseg.pytorch (lib/models/nets/isanet.py, ocrnet.py over backbones/resnet/resnet_backbone.py):
+# the deep stem is ``backbone.resinit.{conv,bn}{1,2,3}``, the stages ``backbone.layer1..4``. Heads
+# (dsn_head, isa_head, cls_head, conv_3x3, spatial_ocr_head, head) keep openseg's names, which the
+# project's isa_oc_dsn / ocr_dsn models use. ``module.`` (DataParallel) is stripped before.
+OPENSEG = ForeignLayout(
+    name="openseg.pytorch",
+    summary="backbone.resinit.* and backbone.* read as *",
+    detect=_is_openseg,
+    prefixes=(("backbone.resinit.", ""), ("backbone.", "")),
+)
+
+# HRNet-OCR (HRNet-Semantic-Segmentation, branch HRNet-OCR, lib/models/seg_hrnet_ocr.py): heads are
+# renamed to openseg's. aux_head (conv, BN, ReLU, conv) and conv3x3_ocr (conv, BN, ReLU) have
+# their weights at the indices of openseg's dsn_head (conv, BNReLU, Dropout, conv) and conv_3x3
+# (conv, BNReLU); inside the OCR module HRNet's BNReLU is nn.Sequential(BN, ReLU), openseg's one
+# activated norm, so ``f_pixel.1.0.weight`` becomes ``f_pixel.1.weight``. ocr_gather_head has no
+# weights. loss.* are the criterion's buffers (class weights).
+HRNET_OCR = ForeignLayout(
+    name="HRNet-OCR",
+    summary="model.* read as *, OCR heads renamed to openseg's, loss.* dropped",
+    detect=_is_hrnet_ocr,
+    drop=("loss.",),
+    prefixes=(
+        ("model.aux_head.", "dsn_head."),
+        ("model.conv3x3_ocr.", "conv_3x3."),
+        ("model.ocr_gather_head.", "spatial_context_head."),
+        ("model.ocr_distri_head.", "spatial_ocr_head."),
+        ("model.cls_head.", "head."),
+        ("model.", ""),
+    ),
+    patterns=((r"^(spatial_ocr_head\..+\.\d+)\.0\.(\w+)$", r"\1.\2"),),
+)
+
+# Tried in order; the first whose ``detect`` accepts the (unwrapped) keys converts them.
+FOREIGN_LAYOUTS: list[ForeignLayout] = [OPENSEG, HRNET_OCR]
+
+
+def _read_any(state: Mapping, name: str) -> tuple[StateDict, str]:
+    """Unwrap ``state`` and rename a foreign layout's keys; the name says which layout was read."""
+    result = _clean_state_dict(state, name)
+    layout = next((layout for layout in FOREIGN_LAYOUTS if layout.detect(result)), None)
+    if layout is None:
+        return result, name
+    return layout.convert(result, name), f"{name} ({layout.name} layout: {layout.summary})"
+
+
+def _read_file(path: str | os.PathLike) -> tuple[StateDict, str]:
+    return _read_any(load_checkpoint(path), os.fspath(path))
+
+
 def read_state_dict(path: str | os.PathLike) -> StateDict:
-    """Read a weights file as ``{key: tensor}`` (project checkpoint, plain or DDP state_dict)."""
-    return _clean_state_dict(load_checkpoint(path), os.fspath(path))
+    """Read a weights file as ``{key: tensor}`` in the project's names.
+
+    Project checkpoints, plain or DDP state_dicts, and the layouts of ``FOREIGN_LAYOUTS``.
+    """
+    return _read_file(path)[0]
 
 
 def _source(source: Source) -> tuple[StateDict, str]:
     if isinstance(source, Mapping):
-        return _clean_state_dict(source, "<state_dict>"), "<state_dict>"
-    return read_state_dict(source), os.fspath(source)
+        return _read_any(source, "<state_dict>")
+    return _read_file(source)
 
 
 def _compare(
@@ -276,7 +392,7 @@ def load_imagenet_backbone(model: nn.Module, path: str | os.PathLike) -> None:
     ``fc``); ``fc`` (the ImageNet classifier) and ``num_batches_tracked`` are ignored. Every backbone
     key of the model must be present with the right shape.
     """
-    _load_backbone(model, read_state_dict(path), os.fspath(path))
+    _load_backbone(model, *_read_file(path))
 
 
 def restore_weights(model: nn.Module, path: str | os.PathLike, partial: bool = False) -> str:
@@ -286,9 +402,9 @@ def restore_weights(model: nn.Module, path: str | os.PathLike, partial: bool = F
     backbone and ``fc`` is a segmentation checkpoint (``load_weights``, strict unless
     ``partial``); otherwise it is an ImageNet backbone (``load_imagenet_backbone``).
     """
-    state = read_state_dict(path)
+    state, name = _read_file(path)
     if any(not _is_backbone(k) and _top(k) != "fc" for k in state):
-        _load(model, state, os.fspath(path), partial)
+        _load(model, state, name, partial)
         return "full"
-    _load_backbone(model, state, os.fspath(path))
+    _load_backbone(model, state, name)
     return "backbone"

@@ -10,9 +10,12 @@ import pickle
 import pytest
 import torch
 
-from network import get_segmentation_model
+import network.weights as weights_module
+from network import get_segmentation_model, model_names
 from network.weights import (
+    FOREIGN_LAYOUTS,
     CheckpointError,
+    ForeignLayout,
     check_weights,
     load_imagenet_backbone,
     load_weights,
@@ -445,3 +448,39 @@ def test_truncated_missing_and_empty_files(tmp_path):
     assert str(info.value) == f"checkpoint {tmp_path / 'nope.pth'} does not exist"
     with pytest.raises(CheckpointError, match="is not a file"):
         read_state_dict(tmp_path)
+
+
+# --- foreign layouts (openseg.pytorch, HRNet-OCR; details in tests/test_openseg_weights.py) ------
+
+
+def test_no_project_model_is_taken_for_a_foreign_layout():
+    """Project checkpoints must never be renamed: no model's keys may look like another codebase's."""
+    for name in model_names():
+        with torch.device("meta"):
+            state = get_segmentation_model(name).state_dict()
+        assert [layout.name for layout in FOREIGN_LAYOUTS if layout.detect(state)] == [], name
+
+
+def test_foreign_layout_hook_takes_a_new_layout(tmp_path, monkeypatch):
+    """A further codebase is one more ``ForeignLayout`` in the list: detect, drop, rename."""
+    other = ForeignLayout(
+        name="other",
+        summary="net.* read as *",
+        detect=lambda state: all(k.startswith(("net.", "ema.")) for k in state),
+        drop=("ema.",),
+        prefixes=(("net.", ""),),
+    )
+    monkeypatch.setattr(weights_module, "FOREIGN_LAYOUTS", [*FOREIGN_LAYOUTS, other])
+    source, target = make_model(seed=1), make_model(seed=2)
+    state = {f"net.{k}": v for k, v in source.state_dict().items()}
+    state["ema.decay"] = torch.tensor(0.99)
+    torch.save(state, tmp_path / "other.pth", _use_new_zipfile_serialization=False)
+    assert load_weights(target, tmp_path / "other.pth") == []
+    assert_same_state(target, snapshot(source))
+    del state["net.cls.bias"]
+    with pytest.raises(CheckpointError) as info:
+        load_weights(target, state)
+    assert str(info.value).splitlines()[:2] == [
+        "checkpoint <state_dict> (other layout: net.* read as *) does not fit the model:",
+        "  missing from the checkpoint (1): cls.bias",
+    ]
