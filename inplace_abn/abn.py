@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACTIVATIONS = ("leaky_relu", "elu", "identity", "none")
+ACTIVATIONS = ("leaky_relu", "relu", "elu", "identity", "none")
 
 
 def check_activation(activation: str) -> str:
@@ -19,6 +19,8 @@ def check_activation(activation: str) -> str:
 def apply_activation(x: torch.Tensor, activation: str, slope: float) -> torch.Tensor:
     if activation == "leaky_relu":
         return F.leaky_relu(x, slope)
+    if activation == "relu":
+        return F.relu(x)
     if activation == "elu":
         return F.elu(x)
     return x

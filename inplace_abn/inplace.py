@@ -201,7 +201,10 @@ class InPlaceABN(ABN):
                 average_factor = self.momentum
         if x.is_leaf and x.requires_grad:
             x = x.clone()
-        return _InPlaceABNFunction.apply(
+        # ReLU cannot be inverted (negative inputs are lost), so the norm runs in place and the
+        # ReLU after it keeps its own output: BatchNorm + ReLU as HRNet trains, no memory saved.
+        in_place_activation = "identity" if self.activation == "relu" else self.activation
+        out = _InPlaceABNFunction.apply(
             x,
             self.weight,
             self.bias,
@@ -210,10 +213,11 @@ class InPlaceABN(ABN):
             self.training,
             average_factor,
             self.eps,
-            self.activation,
+            in_place_activation,
             self.slope,
             self.sync,
         )
+        return F.relu(out) if self.activation == "relu" else out
 
 
 class InPlaceABNSync(InPlaceABN):

@@ -14,6 +14,7 @@ from inplace_abn import ABN, InPlaceABN, InPlaceABNSync
 
 ACTIVATIONS = {
     "leaky_relu": lambda t: F.leaky_relu(t, 0.01),
+    "relu": F.relu,
     "elu": F.elu,
     "identity": lambda t: t,
     "none": lambda t: t,
@@ -163,9 +164,11 @@ def test_state_dict_names_and_original_checkpoint_loads_strictly():
 
 
 def test_unknown_activation_and_non_invertible_slope_raise():
-    message = "activation must be one of ('leaky_relu', 'elu', 'identity', 'none'), got 'relu'"
+    message = (
+        "activation must be one of ('leaky_relu', 'relu', 'elu', 'identity', 'none'), got 'gelu'"
+    )
     with pytest.raises(ValueError, match=re.escape(message)):
-        InPlaceABN(4, activation="relu")
+        InPlaceABN(4, activation="gelu")
     with pytest.raises(ValueError, match=re.escape("needs slope > 0 to invert leaky_relu, got 0")):
         InPlaceABNSync(4, slope=0)
 
