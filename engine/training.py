@@ -29,7 +29,7 @@ from dataset import ResumableSampler
 from engine.cli import UserError, autocast_dtype, resolve_num_classes
 from engine.data import eval_dataset, make_loader, train_dataset
 from engine.evaluation import confusion_over
-from engine.models import build_model
+from engine.models import build_model, model_meta
 from network import method_spec
 from network.weights import restore_weights
 from utils import distributed as dist_utils
@@ -310,6 +310,7 @@ def save_checkpoint(run: TrainingRun) -> str:
             "iteration": int(run.iteration),
             "rng": {"world_size": len(states), "ranks": states},
             "args": plain_args(args),
+            "meta": model_meta(args, run.num_classes),
             "metrics": {k: float(v) for k, v in run.metrics.items()},
         }
         atomic_save(checkpoint, path)
@@ -367,7 +368,10 @@ def train_loop(run: TrainingRun, hooks: FaultHooks) -> None:
                 break
     final = os.path.join(args.snapshot_dir, f"CS_scenes_{args.num_steps}.pth")
     if run.rank == 0:
-        atomic_save(run.model.state_dict(), final)
+        # The weights under "model" (as in checkpoints) beside what rebuilds the model.
+        atomic_save(
+            {"model": run.model.state_dict(), "meta": model_meta(args, run.num_classes)}, final
+        )
         elapsed = time.monotonic() - started
         run.logger.info(f"saved {final} ({run.iteration - start} iterations in {elapsed:.1f} s)")
     hooks.at_end(run.model, run.rank)

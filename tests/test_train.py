@@ -226,7 +226,7 @@ def test_every_method_lowers_the_loss(data, tmp_path, method, extra):
     run_main([*argv, "--num-steps", "8", "--save-pred-every", "100", *extra])
 
     trained = get_segmentation_model(f"resnet18_{method}", num_classes=19)
-    trained.load_state_dict(torch.load(snapshot / "CS_scenes_8.pth", weights_only=True))
+    trained.load_state_dict(torch.load(snapshot / "CS_scenes_8.pth", weights_only=True)["model"])
     batch = fixed_batch(data)
     before, after = batch_loss(initial, method, batch), batch_loss(trained, method, batch)
     assert after < 0.7 * before, (before, after)
@@ -279,7 +279,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(data, tmp_path):
     validation = ["--val-list", str(data / "val.lst"), "--val-every", "3"]
     reference = tmp_path / "reference"
     run_main(cli(data, reference, *validation))
-    expected = torch.load(reference / "CS_scenes_6.pth", weights_only=True)
+    expected = torch.load(reference / "CS_scenes_6.pth", weights_only=True)["model"]
 
     for workers in ("0", "2"):
         snapshot = tmp_path / f"resumed_w{workers}"
@@ -290,7 +290,9 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(data, tmp_path):
         assert [r["iteration"] for r in metrics(snapshot)] == [1, 2, 3]
 
         run_main([*argv, "--resume"])
-        assert_same_weights(torch.load(snapshot / "CS_scenes_6.pth", weights_only=True), expected)
+        assert_same_weights(
+            torch.load(snapshot / "CS_scenes_6.pth", weights_only=True)["model"], expected
+        )
         # The resumed log repeats nothing and matches the uninterrupted one line for line.
         assert metrics(snapshot) == metrics(reference)
         assert "resumed from" in (snapshot / "train.log").read_text()
@@ -303,6 +305,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(data, tmp_path):
         "iteration",
         "rng",
         "args",
+        "meta",
         "metrics",
     }
     assert checkpoint["iteration"] == 6 and checkpoint["args"]["input_size"] == [65, 65]
@@ -337,7 +340,7 @@ def test_two_process_ddp_keeps_replicas_identical(data, tmp_path, monkeypatch):
     rank0 = torch.load(dump / "rank0.pth", weights_only=True)
     rank1 = torch.load(dump / "rank1.pth", weights_only=True)
     assert_same_weights(rank0, rank1)
-    assert_same_weights(rank0, torch.load(snapshot / "CS_scenes_3.pth", weights_only=True))
+    assert_same_weights(rank0, torch.load(snapshot / "CS_scenes_3.pth", weights_only=True)["model"])
     initial = get_segmentation_model("resnet18_asp_oc_dsn", num_classes=19).state_dict()
     assert not torch.equal(rank0["cls.weight"], initial["cls.weight"])
 
