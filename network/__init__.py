@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from torch import nn
+
 from .methods import METHOD_SPECS, METHODS, MethodSpec, method_spec
-from .segmentation import NETWORKS, SegmentationModel
+from .segmentation import (
+    NETWORKS,
+    HRNetSegmentationModel,
+    SegmentationModel,
+    build_segmentation_model,
+)
 
 __all__ = [
+    "HRNetSegmentationModel",
     "METHODS",
     "METHOD_SPECS",
     "MethodSpec",
@@ -32,11 +40,12 @@ def split_model_name(name: str) -> tuple[str, str]:
     raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(model_names())}")
 
 
-def get_segmentation_model(name: str, num_classes: int = 19, norm_layer=None) -> SegmentationModel:
-    """Build ``"{network}_{method}"``, e.g. ``"resnet101_asp_oc_dsn"`` (the original's names).
+def get_segmentation_model(name: str, num_classes: int = 19, norm_layer=None) -> nn.Module:
+    """Build ``"{network}_{method}"``, e.g. ``"resnet101_asp_oc_dsn"`` (the original's names)
+    or ``"hrnetv2_w48_ocr_dsn"``.
 
-    ``norm_layer`` is an ABN-like class (default ``inplace_abn.InPlaceABNSync``).
+    ``norm_layer`` is an ABN-like class (default ``inplace_abn.InPlaceABNSync``; HRNet models
+    give it ReLU as their activation).
     """
     network, method = split_model_name(name)
-    depth = int(network.removeprefix("resnet"))
-    return SegmentationModel(depth, method, num_classes, norm_layer)
+    return build_segmentation_model(network, method, num_classes, norm_layer)

@@ -18,19 +18,21 @@ from torch import nn
 from inplace_abn import NormLayer
 from oc_module import ASPOC, BaseOC, PyramidOC
 
-# Builds the head's modules, in application order, for a backbone with ``in_ch`` output channels.
-HeadBuilder = Callable[[int, int, NormLayer], dict[str, nn.Module]]
+# Builds the head's modules, in application order: (backbone channels ``in_ch``, head width,
+# classes, norm layer) -> modules by name. The model class picks the width (ResNet: in_ch // 4).
+HeadBuilder = Callable[[int, int, int, NormLayer], dict[str, nn.Module]]
 # Runs the head: (its modules by name, backbone features, auxiliary logits or None) -> logits.
 HeadForward = Callable[[Mapping[str, nn.Module], torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class AuxSpec:
-    """The deep-supervision head: 3x3 conv, norm, dropout, 1x1 classifier on an earlier stage."""
+    """The deep-supervision head: conv, norm, dropout, 1x1 classifier on an earlier stage."""
 
     name: str = "dsn"  # module name, so checkpoints keep their keys
     activation: str = "leaky_relu"  # of its norm
     dropout: float = 0.05
+    kernel_size: int = 3
 
 
 def sequential_forward(
@@ -53,6 +55,7 @@ class MethodSpec:
     forward_head: HeadForward = sequential_forward
     multi_grid: tuple[int, ...] = (1, 1, 1)  # layer4 dilation multipliers per block
     aux_weight: float = 0.4  # default weight of the auxiliary loss (paper Sec. 4.2)
+    resnet_variant: str = "ocnet"  # DilatedResNet variant its released checkpoints were trained on
 
     @property
     def has_aux(self) -> bool:
@@ -67,20 +70,21 @@ def _classifier(in_ch: int, num_classes: int) -> nn.Conv2d:
     return nn.Conv2d(in_ch, num_classes, kernel_size=1)
 
 
-# Widths: ``width = in_ch // 4`` and key width ``width // 2`` - the original's 512 and 256 on
-# ResNet-50/101 (2048 channels), scaled the same way for ResNet-18/34 (512 -> 128, 64).
+# Key width is ``width // 2``: the original's 512 and 256 on ResNet-50/101.
 
 
-def _baseline(in_ch: int, num_classes: int, norm_layer: NormLayer) -> dict[str, nn.Module]:
-    width = in_ch // 4
+def _baseline(
+    in_ch: int, width: int, num_classes: int, norm_layer: NormLayer
+) -> dict[str, nn.Module]:
     return {
         "layer5": nn.Sequential(_conv3x3(in_ch, width), norm_layer(width), nn.Dropout2d(0.05)),
         "layer6": _classifier(width, num_classes),
     }
 
 
-def _base_oc(in_ch: int, num_classes: int, norm_layer: NormLayer) -> dict[str, nn.Module]:
-    width = in_ch // 4
+def _base_oc(
+    in_ch: int, width: int, num_classes: int, norm_layer: NormLayer
+) -> dict[str, nn.Module]:
     context = nn.Sequential(
         _conv3x3(in_ch, width),
         norm_layer(width),
@@ -89,8 +93,9 @@ def _base_oc(in_ch: int, num_classes: int, norm_layer: NormLayer) -> dict[str, n
     return {"context": context, "cls": _classifier(width, num_classes)}
 
 
-def _pyramid_oc(in_ch: int, num_classes: int, norm_layer: NormLayer) -> dict[str, nn.Module]:
-    width = in_ch // 4
+def _pyramid_oc(
+    in_ch: int, width: int, num_classes: int, norm_layer: NormLayer
+) -> dict[str, nn.Module]:
     return {
         # The original's layer5 uses the backbone's BN (no activation) here.
         "layer5": nn.Sequential(_conv3x3(in_ch, width), norm_layer(width, activation="identity")),
@@ -99,8 +104,9 @@ def _pyramid_oc(in_ch: int, num_classes: int, norm_layer: NormLayer) -> dict[str
     }
 
 
-def _asp_oc(in_ch: int, num_classes: int, norm_layer: NormLayer) -> dict[str, nn.Module]:
-    width = in_ch // 4
+def _asp_oc(
+    in_ch: int, width: int, num_classes: int, norm_layer: NormLayer
+) -> dict[str, nn.Module]:
     return {
         "context": nn.Sequential(ASPOC(in_ch, width, norm_layer=norm_layer)),
         "cls": _classifier(width, num_classes),
@@ -151,10 +157,11 @@ def method_spec(method: str) -> MethodSpec:
 def build_aux(
     spec: AuxSpec, in_ch: int, width: int, num_classes: int, norm_layer: NormLayer
 ) -> nn.Sequential:
-    """Deep supervision: 3x3 conv, norm, dropout, 1x1 classifier (indices 0, 1, 2, 3)."""
+    """Deep supervision: conv (with bias), norm, dropout, 1x1 classifier (indices 0, 1, 2, 3)."""
+    padding = spec.kernel_size // 2
     return nn.Sequential(
-        _conv3x3(in_ch, width),
+        nn.Conv2d(in_ch, width, kernel_size=spec.kernel_size, padding=padding),
         norm_layer(width, activation=spec.activation),
-        nn.Dropout2d(spec.dropout),
+        nn.Dropout2d(spec.dropout) if spec.dropout > 0 else nn.Identity(),
         _classifier(width, num_classes),
     )

@@ -43,6 +43,10 @@ def test_forward_shapes(resnet101_models, name: str) -> None:
     if name.startswith("resnet101"):
         model, classes = resnet101_models[name.removeprefix("resnet101_")], 19
         size, expected = (17, 25), (3, 4)
+    elif name.startswith("hrnet"):
+        # Stride 4 with two ceil-halvings in the stem: 33 -> 17 -> 9, 45 -> 23 -> 12.
+        model, classes = get_segmentation_model(name, num_classes=7), 7
+        size, expected = (33, 45), (9, 12)
     else:
         model, classes = get_segmentation_model(name, num_classes=7), 7
         size, expected = (
