@@ -2,10 +2,12 @@
 
 For each input ``<city>_<seq>_<frame>_leftImg8bit.png`` it writes
 ``<output-path>/<city>/<city>_<seq>_<frame>.png`` holding Cityscapes *label ids* (train ids mapped
-back through the dataset table's ``submission_lut``; ADE20K: class index + 1, 0 = other), and
-``<output-path>/submission.zip`` with the same ``<city>/...`` tree. Prediction options and model
-loading are those of ``evaluate.py`` (shared in ``engine.prediction``); every ``--scales`` entry is
-used (the original's version silently dropped 0.75).
+back through the dataset table's ``submission_lut``; ADE20K: class index + 1, 0 = other; a custom
+dataset: the ``value`` column of its ``classes.csv``), and ``<output-path>/submission.zip`` with the
+same ``<city>/...`` tree. ``--store-output`` (the original's flag) also writes colour pictures to
+``<output-path>/color/<city>/<name>.png``, outside the zip. Prediction options and model loading
+are those of ``evaluate.py`` (shared in ``engine.prediction``); every ``--scales`` entry is used
+(the original's version silently dropped 0.75).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import zipfile
 
 import torch
 
-from dataset import DATASETS
+from dataset import SPLIT_BUILDERS, dataset_info
+from dataset.base import Sample
+from dataset.palette import colorize
 from engine import cli
 from engine.data import eval_dataset
 from engine.evaluation import predicted_batches
@@ -34,6 +38,7 @@ from utils.fileio import atomic_path
 
 PROG = os.path.basename(__file__)
 ZIP_NAME = "submission.zip"
+COLOR_DIR = "color"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -45,18 +50,21 @@ def get_args_parser() -> argparse.ArgumentParser:
         choices=("test", "val"),
         help="list kind: test lists may hold images only; labels are never read either way",
     )
+    cli.add_flag(
+        parser, "--store-output", f"also write colour pictures to <output-path>/{COLOR_DIR}/"
+    )
     return parser
 
 
 def dataset_split(args: argparse.Namespace) -> str:
-    """ADE20K has no test dataset class here: its val list is predicted instead."""
-    return args.split if args.dataset == "cityscapes" else "val"
+    """Datasets without a test split here (ADE20K, LIP, ...) predict their val list instead."""
+    return args.split if f"{args.dataset}_test" in SPLIT_BUILDERS else "val"
 
 
-def relative_result_path(meta: dict) -> str:
-    """``<city>/<name>.png``: the city is the image's folder, as in ``leftImg8bit/<split>/<city>``."""
-    city = os.path.basename(os.path.dirname(meta["image_path"])) or "images"
-    return os.path.join(city, f"{meta['name']}.png")
+def relative_result_path(sample: Sample) -> str:
+    """``<city>/<name>.png``: the city is the image's folder, as in ``leftImg8bit/<split>/<city>``
+    (custom: the sub-folder below ``images/<split>/``)."""
+    return os.path.join(sample.result_folder, f"{sample.name}.png")
 
 
 def write_zip(output_path: str, relative_paths: list[str]) -> str:
@@ -74,23 +82,26 @@ def submit_worker(args: argparse.Namespace, device: torch.device) -> str | None:
     dataset = eval_dataset(args, dataset_split(args), args.data_list)
     model = load_model(args, num_classes, device)
     loader = prediction_loader(args, dataset, device)
-    lut = DATASETS[args.dataset].submission_lut
+    info = dataset_info(args.dataset, args.data_dir)
     options = prediction_options(args)
     batches = predicted_batches(model, loader, num_classes, device, options, progress=True)
     for pred, _, metas in batches:
         pred = pred.to("cpu", dtype=torch.uint8).numpy()
         for i, meta in enumerate(metas):
             height, width = meta["size"]
-            ids = lut[pred[i, :height, :width]]
-            write_png(os.path.join(args.output_path, relative_result_path(meta)), ids)
+            train_ids = pred[i, :height, :width]
+            relative = relative_result_path(dataset.samples[meta["index"]])
+            write_png(os.path.join(args.output_path, relative), info.submission_lut[train_ids])
+            if args.store_output:
+                color = colorize(train_ids, info)
+                write_png(os.path.join(args.output_path, COLOR_DIR, relative), color)
     barrier()
     if not is_main_process():
         return None
-    relative = [
-        relative_result_path({"image_path": s.image, "name": s.name}) for s in dataset.samples
-    ]
+    relative = [relative_result_path(s) for s in dataset.samples]
     zip_path = write_zip(args.output_path, relative)
-    print(f"wrote {len(relative)} label-id PNGs under {args.output_path} and {zip_path}")
+    colors = f", colour pictures under {COLOR_DIR}/" if args.store_output else ""
+    print(f"wrote {len(relative)} label-id PNGs under {args.output_path}{colors} and {zip_path}")
     return zip_path
 
 

@@ -2,6 +2,8 @@
 # The dilated ResNet-101 baseline without object context (paper Table 1).
 # Train on Cityscapes train, evaluate on val, write the test submission; settings come from the
 # environment (see run_common.sh), e.g. GPUS=0,1 MAX_ITERS=20000 sh run_baseline.sh
+# DATASET=ade20k, lip, pascal_context or coco_stuff runs that dataset's recipe instead (from
+# openseg.pytorch's configs), DATASET=custom DATA_DIR=DIR your own data.
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
 METHOD=${METHOD:-baseline}

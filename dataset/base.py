@@ -1,4 +1,4 @@
-"""List-file datasets: reading, checking and loading samples; shared by Cityscapes and ADE20K.
+"""Segmentation samples: reading list files, checking and loading samples; one dataset class.
 
 Problems a user can cause (missing or empty lists, malformed lines, missing files) are found
 when the dataset is built, so training never starts on a broken list. Problems that need the
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import scipy.io
 import torch
 from torch.utils.data import Dataset
 
@@ -30,6 +31,15 @@ class Sample:
     label: str | None
     name: str
     where: str  # "train.lst line 7", or the image path for scanned folders
+    folder: str | None = None  # folder of results written for it; None: the image's folder name
+
+    @property
+    def result_folder(self) -> str:
+        """Where prediction files of this sample go: ``<city>`` for Cityscapes, the sub-folder
+        below ``images/<split>/`` for a custom dataset."""
+        if self.folder is not None:
+            return self.folder
+        return os.path.basename(os.path.dirname(self.image))
 
 
 def read_list(list_path: str | os.PathLike, root: str | os.PathLike, fields: tuple[int, ...]):
@@ -76,8 +86,43 @@ def read_image(path: str, where: str) -> np.ndarray:
     return image
 
 
+# The variable holding the label map in a COCO-Stuff-10k ``annotations/*.mat`` file.
+MAT_LABEL_KEY = "S"
+
+
+def read_mat_label(path: str, where: str) -> np.ndarray:
+    """The ``S`` label map of a MATLAB file (COCO-Stuff-10k) as uint8, or a DatasetError."""
+    try:
+        content = scipy.io.loadmat(path, variable_names=[MAT_LABEL_KEY])
+    except (
+        scipy.io.matlab.MatReadError,
+        OSError,
+        ValueError,
+        TypeError,
+        NotImplementedError,
+    ) as error:
+        raise DatasetError(f"{where}: label {path} is unreadable ({error})") from None
+    if MAT_LABEL_KEY not in content:
+        raise DatasetError(f"{where}: label {path} holds no variable {MAT_LABEL_KEY!r}")
+    label = np.asarray(content[MAT_LABEL_KEY])
+    if label.ndim != 2 or label.dtype.kind not in "iu":
+        raise DatasetError(
+            f"{where}: label {path} variable {MAT_LABEL_KEY!r} must be a 2-D integer array, "
+            f"got shape {label.shape} and type {label.dtype}"
+        )
+    if label.size and (label.min() < 0 or label.max() > 255):
+        raise DatasetError(
+            f"{where}: label {path} holds values outside 0..255 "
+            f"({int(label.min())}..{int(label.max())})"
+        )
+    return label.astype(np.uint8)
+
+
 def read_label(path: str, where: str) -> np.ndarray:
-    """Decode a single-channel label image as uint8, or raise DatasetError naming the file."""
+    """Decode a single-channel label (image, or ``.mat`` with ``S``) as uint8, or raise
+    DatasetError naming the file."""
+    if path.lower().endswith(".mat"):
+        return read_mat_label(path, where)
     label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if label is None:
         raise DatasetError(f"{where}: label {path} is unreadable (missing or corrupt)")
@@ -96,6 +141,8 @@ class SegmentationDataset(Dataset):
     "test" (whole image, label all ``ignore_label`` so batches collate).
     Augmentation randomness comes from ``np.random.default_rng([seed, epoch, index])``, so a
     sample's crop does not depend on worker count, worker order or resuming mid-epoch.
+    ``flip_lut`` (train id -> train id) relabels a mirrored crop, for classes that trade places
+    under a horizontal flip (LIP's left and right arm); None keeps labels as they are.
     """
 
     def __init__(
@@ -111,6 +158,7 @@ class SegmentationDataset(Dataset):
         normalize: str = "caffe",
         max_iters: int | None = None,
         seed: int = 0,
+        flip_lut: np.ndarray | None = None,
     ) -> None:
         if mode not in ("train", "val", "test"):
             raise ValueError(f"mode must be train, val or test, got {mode!r}")
@@ -132,6 +180,7 @@ class SegmentationDataset(Dataset):
         self.ignore_label = ignore_label
         self.normalize = normalize
         self.seed = int(seed)
+        self.flip_lut = None if flip_lut is None else np.asarray(flip_lut, dtype=np.uint8)
         self.epoch = 0
         # Like the original: repeat the whole list ceil(max_iters / n) times.
         self.repeats = 1 if max_iters is None else max(1, -(-int(max_iters) // len(samples)))
@@ -186,6 +235,7 @@ class SegmentationDataset(Dataset):
                 self.mirror,
                 self.normalize,
                 self.ignore_label,
+                self.flip_lut,
             )
         else:
             image_f = normalize(image, self.normalize)

@@ -1,4 +1,4 @@
-"""Class definitions: the Cityscapes label table and the ADE20K class names.
+"""Class definitions: the Cityscapes label table and the class names of the other datasets.
 
 The Cityscapes table restates the official one (cityscapesScripts ``helpers/labels.py``):
 34 label ids, 19 of which are trained on; every other id maps to the ignore value 255. The
@@ -90,4 +90,73 @@ ADE20K_CLASSES: tuple[str, ...] = (
     "pot", "animal", "bicycle", "lake", "dishwasher", "screen", "blanket", "sculpture", "hood",
     "sconce", "vase", "traffic light", "tray", "ashcan", "fan", "pier", "crt screen", "plate",
     "monitor", "bulletin board", "shower", "radiator", "glass", "clock", "flag",
+)  # fmt: skip
+
+
+# LIP (Look Into Person) human parsing, 20 classes; the label PNGs hold the class index 0..19
+# ("Background" is a class, as in openseg.pytorch configs/lip/*.json: reduce_zero_label false).
+# Names as in the LIP release and the successors' tools (e.g. Self-Correction-Human-Parsing).
+LIP_CLASSES: tuple[str, ...] = (
+    "Background", "Hat", "Hair", "Glove", "Sunglasses", "UpperClothes", "Dress", "Coat",
+    "Socks", "Pants", "Jumpsuits", "Scarf", "Skirt", "Face", "Left-arm", "Right-arm",
+    "Left-leg", "Right-leg", "Left-shoe", "Right-shoe",
+)  # fmt: skip
+
+# Classes that trade places under a horizontal flip: openseg.pytorch configs/lip/R_101_D_8.json,
+# "random_hflip": {"swap_pair": [[14, 15], [16, 17], [18, 19]]} (arms, legs, shoes).
+LIP_FLIP_PAIRS: tuple[tuple[int, int], ...] = ((14, 15), (16, 17), (18, 19))
+
+# The LIP colours of openseg.pytorch configs/lip/R_101_D_8.json ("details": "color_list"), RGB.
+LIP_COLORS: tuple[tuple[int, int, int], ...] = (
+    (0, 0, 0), (128, 0, 0), (255, 0, 0), (0, 85, 0), (170, 0, 51), (255, 85, 0), (0, 0, 85),
+    (0, 119, 221), (85, 85, 0), (0, 85, 85), (85, 51, 0), (52, 86, 128), (0, 128, 0),
+    (0, 0, 255), (51, 170, 221), (0, 255, 255), (85, 255, 170), (170, 255, 85), (255, 255, 0),
+    (255, 170, 0),
+)  # fmt: skip
+
+# PASCAL-Context, the 59-class benchmark: the label PNGs of the converted layout
+# (mmsegmentation tools/convert_datasets/pascal_context.py) hold 0 = background (ignored) and
+# k = 1..59 for the k-th of these classes, which are the 59 frequent PASCAL-Context label ids in
+# increasing id order, i.e. alphabetical (mmsegmentation PascalContext59Dataset;
+# openseg.pytorch configs/pascal_context/R_101_D_8.json: 59 classes, reduce_zero_label true).
+PASCAL_CONTEXT_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat", "book",
+    "bottle", "building", "bus", "cabinet", "car", "cat", "ceiling", "chair", "cloth",
+    "computer", "cow", "cup", "curtain", "dog", "door", "fence", "floor", "flower", "food",
+    "grass", "ground", "horse", "keyboard", "light", "motorbike", "mountain", "mouse", "person",
+    "plate", "platform", "pottedplant", "road", "rock", "sheep", "shelves", "sidewalk", "sign",
+    "sky", "snow", "sofa", "table", "track", "train", "tree", "truck", "tvmonitor", "wall",
+    "water", "window", "wood",
+)  # fmt: skip
+
+# COCO-Stuff: raw label ids 1..182 (0 = unlabeled): 80 things (ids 1..91, 11 of which COCO never
+# uses) and 91 stuff classes (92..182). The 171 used ids become train ids 0..170 in
+# increasing order, as openseg.pytorch configs/coco_stuff/R_101_D_8.json ("label_list" with
+# reduce_zero_label) and mmsegmentation COCOStuffDataset do.
+COCO_STUFF_UNUSED_IDS: tuple[int, ...] = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83, 91)
+COCO_STUFF_IDS: tuple[int, ...] = tuple(i for i in range(1, 183) if i not in COCO_STUFF_UNUSED_IDS)
+# Names of COCO_STUFF_IDS in order (mmsegmentation mmseg/datasets/coco_stuff.py CLASSES).
+COCO_STUFF_CLASSES: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
+    "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote",
+    "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
+    "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush", "banner", "blanket",
+    "branch", "bridge", "building-other", "bush", "cabinet", "cage", "cardboard", "carpet",
+    "ceiling-other", "ceiling-tile", "cloth", "clothes", "clouds", "counter", "cupboard",
+    "curtain", "desk-stuff", "dirt", "door-stuff", "fence", "floor-marble", "floor-other",
+    "floor-stone", "floor-tile", "floor-wood", "flower", "fog", "food-other", "fruit",
+    "furniture-other", "grass", "gravel", "ground-other", "hill", "house", "leaves", "light",
+    "mat", "metal", "mirror-stuff", "moss", "mountain", "mud", "napkin", "net", "paper",
+    "pavement", "pillow", "plant-other", "plastic", "platform", "playingfield", "railing",
+    "railroad", "river", "road", "rock", "roof", "rug", "salad", "sand", "sea", "shelf",
+    "sky-other", "skyscraper", "snow", "solid-other", "stairs", "stone", "straw",
+    "structural-other", "table", "tent", "textile-other", "towel", "tree", "vegetable",
+    "wall-brick", "wall-concrete", "wall-other", "wall-panel", "wall-stone", "wall-tile",
+    "wall-wood", "water-other", "waterdrops", "window-blind", "window-other", "wood",
 )  # fmt: skip

@@ -91,11 +91,13 @@ def train_transform(
     mirror: bool = True,
     mode: str = "caffe",
     ignore_label: int = 255,
+    flip_lut: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The original's training augmentation on a BGR uint8 image and a trainId uint8 label.
 
     Draws, in order: scale index (0..16), crop top, crop left, mirror bit, all from ``rng``.
-    Returns a float32 HxWx3 RGB normalised image and a uint8 HxW label, both contiguous.
+    Returns a float32 HxWx3 RGB normalised image and a uint8 HxW label, both contiguous. A
+    mirrored label goes through ``flip_lut`` (uint8[256]) when given: left/right classes swap.
     """
     if scale:
         image, label = random_scale(image, label, SCALES[int(rng.integers(0, len(SCALES)))])
@@ -107,4 +109,6 @@ def train_transform(
     if mirror and rng.integers(0, 2):
         image = image[:, ::-1]
         label = label[:, ::-1]
+        if flip_lut is not None:
+            label = cv2.LUT(np.ascontiguousarray(label), flip_lut)
     return np.ascontiguousarray(image), np.ascontiguousarray(label)

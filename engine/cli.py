@@ -11,7 +11,15 @@ from typing import NoReturn
 
 import torch
 
-from dataset import DATASETS, DatasetError
+from dataset import (
+    DATASET_NAMES,
+    DATASETS,
+    ORIGINAL_NAMES,
+    DatasetError,
+    canonical_name,
+    dataset_info,
+    dataset_layout,
+)
 from network import METHOD_SPECS, NETWORKS
 from utils.checkpoint import CheckpointError
 
@@ -63,7 +71,7 @@ def report(prog: str, error: BaseException, rank: int, status: int) -> NoReturn:
 
 
 def str2bool(value: str) -> bool:
-    """argparse type for the original's ``--flag True/False`` style."""
+    """argparse type for the original's ``--flag True/False`` (and ``--flag=False``) style."""
     lowered = str(value).lower()
     if lowered in ("1", "true", "yes", "y", "on"):
         return True
@@ -131,9 +139,11 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 def list_path(value: str | None, dataset: str, split: str) -> str | None:
     """The list file to read: ``value``, else the dataset's shipped list of ``split``.
 
-    ``None`` (``--data-list none``, or ADE20K without a list) means scan the dataset's folders.
+    ``None`` (``--data-list none``, or a dataset without shipped lists and no ``--data-list``)
+    means scan the dataset's folders (``dataset.layouts``).
     """
-    template = DATASETS[dataset].default_list
+    dataset = canonical_name(dataset)
+    template = dataset_layout(dataset).default_list
     if value is None:
         return template.format(split=split) if template else None
     if value.lower() != "none":
@@ -146,16 +156,43 @@ def list_path(value: str | None, dataset: str, split: str) -> str | None:
     return None
 
 
+def dataset_name(value: str) -> str:
+    """argparse type of ``--dataset``: the original's ``cityscapes_train``, ``cityscapes_test``
+    and ``cityscapes_train_w_path`` name Cityscapes (the tool and the list decide the split)."""
+    return canonical_name(value)
+
+
 def add_data_args(parser: argparse.ArgumentParser, split: str, input_size: str = "769,769") -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", default="cityscapes", choices=tuple(DATASETS))
+    group.add_argument(
+        "--dataset",
+        default="cityscapes",
+        type=dataset_name,
+        choices=DATASET_NAMES,
+        help="custom: your own data under --data-dir (images/, labels/, classes.csv); "
+        f"the original's names {', '.join(ORIGINAL_NAMES)} mean cityscapes",
+    )
     group.add_argument("--data-dir", default="./dataset/cityscapes", help="dataset root folder")
     group.add_argument(
         "--data-list",
         default=None,
         help=f"list file, one sample per line (default: dataset/list/cityscapes/{split}.lst; "
-        "'none' or ADE20K without a list: scan the data folders)",
+        "'none', or a dataset other than Cityscapes without a list: scan the data folders)",
     )
+    if split == "train":
+        add_flag(group, "--use-val", "train on the val split too (its list: --val-list)")
+        add_flag(
+            group,
+            "--use-extra",
+            "add Cityscapes' coarse train_extra images with their gtCoarse labels "
+            "(the paper's 81.2 used fine data only)",
+        )
+        group.add_argument(
+            "--extra-list",
+            default=None,
+            help="list of the train_extra split for --use-extra "
+            "(default: dataset/list/cityscapes/train_extra.lst; python -m dataset.make_lists writes it)",
+        )
     group.add_argument(
         "--input-size", type=image_size, default=image_size(input_size), help="crop / tile H,W"
     )
@@ -191,9 +228,10 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_num_classes(args: argparse.Namespace) -> int:
+    """``--num-classes``, else the dataset's (custom: the rows of ``<data-dir>/classes.csv``)."""
     if args.num_classes is not None:
         return args.num_classes
-    return DATASETS[args.dataset].num_classes
+    return dataset_info(args.dataset, args.data_dir).num_classes
 
 
 def gpu_ids(args: argparse.Namespace) -> list[int]:

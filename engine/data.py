@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dataset import SPLIT_BUILDERS, SegmentationDataset, get_segmentation_dataset
+from dataset import SPLIT_BUILDERS, SegmentationDataset, dataset_layout, get_segmentation_dataset
 from dataset.sampler import make_worker_init_fn
 from engine.cli import UserError, list_path
 from utils.distributed import get_rank, get_world_size
@@ -100,12 +101,38 @@ def eval_dataset(
     )
 
 
+def extra_sources(args: argparse.Namespace) -> list[tuple[str, str | None]]:
+    """``(split, list file or None to scan)`` added to the training list by ``--use-val`` (the
+    ``--val-list``, default the dataset's val list) and ``--use-extra`` (Cityscapes' coarse
+    ``train_extra``: ``--extra-list``, default ``dataset/list/cityscapes/train_extra.lst``)."""
+    sources = []
+    wanted = [
+        ("--use-val", "val", "--val-list", "val_list"),
+        ("--use-extra", "train_extra", "--extra-list", "extra_list"),
+    ]
+    for flag, split, list_flag, attribute in wanted:
+        if not getattr(args, flag[2:].replace("-", "_"), False):
+            continue
+        if split not in dataset_layout(args.dataset).splits:
+            raise UserError(f"{flag}: dataset {args.dataset} has no {split} split")
+        path = list_path(getattr(args, attribute, None), args.dataset, split)
+        if path is not None and not os.path.isfile(path):
+            raise UserError(
+                f"{flag}: list file {path} not found; give {list_flag}, or write the lists "
+                "with python -m dataset.make_lists --data-dir DIR"
+            )
+        sources.append((split, path))
+    return sources
+
+
 def train_dataset(args: argparse.Namespace) -> SegmentationDataset:
-    """The augmented training list, repeated (like the original) to cover every step's samples."""
+    """The augmented training list (plus ``--use-val`` / ``--use-extra`` data), repeated (like
+    the original) to cover every step's samples."""
     return get_segmentation_dataset(
         f"{args.dataset}_train",
         root=args.data_dir,
         list_path=list_path(args.data_list, args.dataset, "train"),
+        extra=extra_sources(args),
         crop_size=tuple(args.input_size),
         scale=args.random_scale,
         mirror=args.random_mirror,

@@ -311,7 +311,9 @@ def test_unknown_dataset_name_lists_choices():
         get_segmentation_dataset("voc_train", root=".")
     assert str(info.value) == (
         "unknown dataset 'voc_train'; choose one of cityscapes_train, cityscapes_val, "
-        "cityscapes_test, ade20k_train, ade20k_val"
+        "cityscapes_test, ade20k_train, ade20k_val, lip_train, lip_val, pascal_context_train, "
+        "pascal_context_val, coco_stuff_train, coco_stuff_val, custom_train, custom_val, "
+        "custom_test, cityscapes_train_w_path"
     )
 
 

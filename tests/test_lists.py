@@ -81,3 +81,29 @@ def test_make_lists_rebuilds_the_shipped_lists(tmp_path):
         assert (tmp_path / "lists" / f"{name}.lst").read_bytes() == (
             LIST_DIR / f"{name}.lst"
         ).read_bytes()
+
+
+def test_make_lists_writes_the_coarse_split(tmp_path):
+    """train_extra pairs its images with gtCoarse labels; trainval stays train + val."""
+    for rel in (
+        "leftImg8bit/train/ulm/ulm_000000_000019_leftImg8bit.png",
+        "gtFine/train/ulm/ulm_000000_000019_gtFine_labelIds.png",
+        "leftImg8bit/val/lindau/lindau_000000_000019_leftImg8bit.png",
+        "gtFine/val/lindau/lindau_000000_000019_gtFine_labelIds.png",
+        "leftImg8bit/train_extra/bamberg/bamberg_000000_000019_leftImg8bit.png",
+        "gtCoarse/train_extra/bamberg/bamberg_000000_000019_gtCoarse_labelIds.png",
+    ):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).touch()
+    counts = make_lists(tmp_path)
+    assert counts == {"train": 1, "train_extra": 1, "val": 1, "trainval": 2}
+    assert (tmp_path / "train_extra.lst").read_text() == (
+        "leftImg8bit/train_extra/bamberg/bamberg_000000_000019_leftImg8bit.png "
+        "gtCoarse/train_extra/bamberg/bamberg_000000_000019_gtCoarse_labelIds.png\n"
+    )
+    assert "train_extra" not in (tmp_path / "trainval.lst").read_text()
+    (tmp_path / "gtCoarse/train_extra/bamberg/bamberg_000000_000019_gtCoarse_labelIds.png").unlink()
+    (tmp_path / "train.lst").unlink()
+    with pytest.raises(FileNotFoundError, match="gtCoarse_labelIds.png for image"):
+        make_lists(tmp_path)
+    assert not (tmp_path / "train.lst").exists()  # every list is checked before any is written

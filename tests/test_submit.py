@@ -14,6 +14,7 @@ from test_evaluate import MODEL, make_model, make_tree, reference_prediction
 import evaluate
 import generate_submit
 from dataset.catalog import DATASETS
+from dataset.palette import palette
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,6 +97,25 @@ def test_submission_files_names_layout_and_zip(setup, tmp_path):
             33,
         }
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_store_output_writes_colour_pictures(setup, tmp_path):
+    """--store-output=True (the original's flag) adds colour pictures, outside the zip."""
+    generate_submit.main(
+        generate_submit.get_args_parser().parse_args(
+            submit_args(setup, tmp_path, "--store-output=True")
+        )
+    )
+    ids = cv2.imread(str(tmp_path / "bonn/bonn_000001_000020.png"), cv2.IMREAD_UNCHANGED)
+    color = cv2.imread(str(tmp_path / "color/bonn/bonn_000001_000020.png"))[:, :, ::-1]
+    expected = palette("cityscapes")[DATASETS["cityscapes"].label_lut[ids]]
+    np.testing.assert_array_equal(color, expected)
+    with zipfile.ZipFile(tmp_path / "submission.zip") as archive:
+        assert not [n for n in archive.namelist() if n.startswith("color")]
+    args = generate_submit.get_args_parser().parse_args(
+        submit_args(setup, tmp_path, "--store-output", "False")
+    )
+    assert args.store_output is False
 
 
 def test_every_scale_is_used(setup, tmp_path):

@@ -14,23 +14,29 @@ training ignores. Output is byte-identical for a seed: every scene draws from it
 
 Modules: ``camera`` (pinhole camera and canvas), ``ground`` (road, sidewalk, lanes), ``objects``
 (everything standing on the ground, and the sky), ``scene`` (one scene from a seed, shading),
-``cli`` (files, list files and the command line).
+``cli`` (files, list files and the command line), ``formats`` (the other datasets' layouts:
+``--layout custom|lip|pascal_context|coco_stuff|ade20k``).
 """
 
 from dataset.synthetic.camera import CAMERA_HEIGHT, Canvas
 from dataset.synthetic.cli import SPLIT_CITIES, encode_png, generate, main, preview, scene_name
+from dataset.synthetic.formats import CUSTOM_CLASSES, LAYOUT_NAMES, generate_layout, relabel
 from dataset.synthetic.scene import SPLIT_INDEX, SceneItem, render_scene, scene_rng
 
 __all__ = [
     "CAMERA_HEIGHT",
+    "CUSTOM_CLASSES",
+    "LAYOUT_NAMES",
     "SPLIT_CITIES",
     "SPLIT_INDEX",
     "Canvas",
     "SceneItem",
     "encode_png",
     "generate",
+    "generate_layout",
     "main",
     "preview",
+    "relabel",
     "render_scene",
     "scene_name",
     "scene_rng",

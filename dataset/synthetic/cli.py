@@ -1,10 +1,14 @@
 """Write synthetic scenes to disk in the Cityscapes layout, with list files; the command line.
 
     python -m dataset.synthetic --out DIR --train 48 --val 8 --test 8 --height 256 --width 512
+    python -m dataset.synthetic --out DIR --train-extra 8      # plus coarse train_extra scenes
+    python -m dataset.synthetic --out DIR --layout custom      # or lip, pascal_context, ...
 
 Scene ``index`` of a split is ``<city>_<round:06d>_000019`` in ``leftImg8bit/<split>/<city>/``
 (``_leftImg8bit.png``) and ``gtFine/<split>/<city>/`` (``_gtFine_labelIds.png`` and
-``_gtFine_color.png``), with the split's cities taking turns as in the real dataset.
+``_gtFine_color.png``), with the split's cities taking turns as in the real dataset. The coarse
+split ``train_extra`` has ``gtCoarse/train_extra/<city>/`` labels with unlabelled object borders.
+Other layouts: ``dataset.synthetic.formats``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 
 from dataset.make_lists import make_lists
 from dataset.palette import labelid_palette
+from dataset.synthetic.formats import LAYOUT_NAMES, SPLITS, coarse_label, generate_layout
 from dataset.synthetic.scene import render_scene, scene_rng
 from utils.fileio import atomic_write
 
@@ -25,6 +30,7 @@ SPLIT_CITIES = {
     "train": ("aachen", "bochum", "bremen", "cologne", "darmstadt", "dusseldorf", "erfurt"),
     "val": ("frankfurt", "lindau", "munster"),
     "test": ("berlin", "bielefeld", "bonn", "leverkusen", "mainz", "munich"),
+    "train_extra": ("augsburg", "bamberg", "dortmund", "dresden", "erlangen", "freiburg"),
 }
 
 
@@ -50,20 +56,27 @@ def generate(
     width: int = 512,
     seed: int = 0,
 ) -> dict[str, int]:
-    """Write scenes in the Cityscapes layout under ``out`` plus list files; returns list counts."""
+    """Write scenes in the Cityscapes layout under ``out`` plus list files; returns list counts.
+
+    ``counts`` may hold ``train_extra``: coarse scenes with ``gtCoarse`` labels.
+    """
     out = Path(out)
     colors = labelid_palette()[:, ::-1]  # BGR for cv2
     for split, count in counts.items():
+        coarse = split == "train_extra"
+        kind = "gtCoarse" if coarse else "gtFine"
         for index in range(count):
             image, label = render_scene(scene_rng(seed, split, index), height, width)
+            if coarse:
+                label = coarse_label(label, width)
             city, stem = scene_name(split, index)
             image_dir = out / "leftImg8bit" / split / city
-            label_dir = out / "gtFine" / split / city
+            label_dir = out / kind / split / city
             image_dir.mkdir(parents=True, exist_ok=True)
             label_dir.mkdir(parents=True, exist_ok=True)
             atomic_write(image_dir / f"{stem}_leftImg8bit.png", encode_png(image))
-            atomic_write(label_dir / f"{stem}_gtFine_labelIds.png", encode_png(label))
-            atomic_write(label_dir / f"{stem}_gtFine_color.png", encode_png(colors[label]))
+            atomic_write(label_dir / f"{stem}_{kind}_labelIds.png", encode_png(label))
+            atomic_write(label_dir / f"{stem}_{kind}_color.png", encode_png(colors[label]))
     return make_lists(out)
 
 
@@ -85,12 +98,27 @@ def preview(
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dataset.synthetic",
-        description="Write procedural street scenes in the Cityscapes layout.",
+        description="Write procedural street scenes in the Cityscapes (or another) layout.",
     )
     parser.add_argument("--out", default=None, help="output root (leftImg8bit/, gtFine/, *.lst)")
+    parser.add_argument(
+        "--layout",
+        default="cityscapes",
+        choices=LAYOUT_NAMES,
+        help="file layout and label values of the dataset to imitate (custom also writes "
+        "classes.csv and list files)",
+    )
     parser.add_argument("--train", type=int, default=48, help="training scenes")
     parser.add_argument("--val", type=int, default=8, help="validation scenes")
-    parser.add_argument("--test", type=int, default=8, help="test scenes")
+    parser.add_argument(
+        "--test",
+        type=int,
+        default=None,
+        help="test scenes (default 8 where the layout has a test split)",
+    )
+    parser.add_argument(
+        "--train-extra", type=int, default=0, help="coarse train_extra scenes (Cityscapes layout)"
+    )
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
@@ -103,15 +131,36 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.out is None and args.preview is None:
         parser.error("give --out and/or --preview")
-    for flag in ("train", "val", "test", "height", "width"):
+    splits = (
+        ("train", "val", "test", "train_extra")
+        if args.layout == "cityscapes"
+        else SPLITS[args.layout]
+    )
+    if args.test is None:
+        args.test = 8 if "test" in splits else 0
+    for flag in ("train", "val", "test", "train_extra", "height", "width"):
         if getattr(args, flag) < 0 or (flag in ("height", "width") and getattr(args, flag) < 32):
-            parser.error(f"--{flag} must be {'>= 32' if flag in ('height', 'width') else '>= 0'}")
+            name = flag.replace("_", "-")
+            parser.error(f"--{name} must be {'>= 32' if flag in ('height', 'width') else '>= 0'}")
+    for flag in ("test", "train_extra"):
+        if getattr(args, flag) and flag not in splits:
+            parser.error(
+                f"--{flag.replace('_', '-')}: the {args.layout} layout has no {flag} split"
+            )
     if args.out is not None:
         counts = {"train": args.train, "val": args.val, "test": args.test}
-        lists = generate(
-            args.out, {k: v for k, v in counts.items() if v}, args.height, args.width, args.seed
-        )
-        print(", ".join(f"{name}.lst: {n}" for name, n in lists.items()))
+        counts["train_extra"] = args.train_extra
+        counts = {k: v for k, v in counts.items() if v}
+        if args.layout == "cityscapes":
+            lists = generate(args.out, counts, args.height, args.width, args.seed)
+        else:
+            lists = generate_layout(
+                args.out, args.layout, counts, args.height, args.width, args.seed
+            )
+        if args.layout in ("cityscapes", "custom"):  # list files were written
+            print(", ".join(f"{name}.lst: {n}" for name, n in lists.items()))
+        else:
+            print(", ".join(f"{name}: {n} scenes" for name, n in lists.items()))
     if args.preview is not None:
         preview(args.preview, seed=args.seed, height=args.height, width=args.width)
         print(f"wrote {args.preview}")

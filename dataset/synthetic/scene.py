@@ -16,7 +16,7 @@ from dataset.synthetic import objects
 from dataset.synthetic.camera import CAMERA_HEIGHT, Canvas, smooth_noise
 from dataset.synthetic.ground import draw_ground, random_layout
 
-SPLIT_INDEX = {"train": 0, "val": 1, "test": 2}
+SPLIT_INDEX = {"train": 0, "val": 1, "test": 2, "train_extra": 3}
 
 # Per-class texture strength: fine grain, mid-scale blotches (leaves, stains), large-scale shading.
 _FINE = np.zeros(256, np.float32)
