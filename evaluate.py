@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from dataset import DATASETS
+from dataset import dataset_info
 from dataset.palette import colorize
 from engine import cli
 from engine.data import eval_dataset
@@ -54,7 +54,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def class_names_for(args: argparse.Namespace, num_classes: int) -> list[str]:
-    names = list(DATASETS[args.dataset].class_names)
+    names = list(dataset_info(args.dataset, args.data_dir).class_names)
     return names if len(names) == num_classes else [f"class_{i}" for i in range(num_classes)]
 
 
@@ -65,14 +65,15 @@ def write_outputs(
     name = meta["name"]
     root = args.output_path
     write_png(os.path.join(root, "trainid", f"{name}.png"), pred.astype(np.uint8))
-    color = colorize(pred, args.dataset)
+    info = dataset_info(args.dataset, args.data_dir)
+    color = colorize(pred, info)
     write_png(os.path.join(root, "color", f"{name}.png"), color)
     if meta["index"] < args.num_panels:
         image = cv2.imread(meta["image_path"], cv2.IMREAD_COLOR)
         if image is None:
             return
         image = cv2.resize(image, (pred.shape[1], pred.shape[0]))[:, :, ::-1]
-        panel = np.concatenate([image, color, colorize(label, args.dataset)], axis=1)
+        panel = np.concatenate([image, color, colorize(label, info)], axis=1)
         write_png(os.path.join(root, "panels", f"{name}.png"), panel)
 
 

@@ -152,3 +152,16 @@ def test_multi_scale_average_matches_manual_computation():
 def test_wrong_class_count_is_reported():
     with pytest.raises(ValueError, match="model predicts 4 classes, expected 19"):
         predict(PerPixel(), images(), 19)
+
+
+def test_flip_channels_swap_classes_of_the_mirrored_prediction():
+    # LIP-style: class 1 is "left", class 2 "right"; in the mirrored image they trade places.
+    model, x, perm = PerPixel(classes=4).eval(), images(h=12, w=16), [0, 2, 1, 3]
+    with torch.inference_mode():
+        plain = torch.softmax(model(x), 1)
+        mirrored = torch.softmax(model(x.flip(-1)), 1).flip(-1)[:, perm]
+        expected = (plain + mirrored) / 2
+        got = predict(model, x, 4, flip=True, flip_channels=perm)
+        unswapped = predict(model, x, 4, flip=True)
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, unswapped)

@@ -131,12 +131,15 @@ def predict(
     flip: bool = False,
     tile_batch: int | None = None,
     amp: torch.dtype | None = None,
+    flip_channels: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """``[B, C, H, W]`` class probabilities at the input size, averaged over scales and flips.
 
     For each scale the images are resized (bilinear, ``align_corners=True``), predicted whole or
     in tiles, and the probabilities resized back; with ``flip`` the mirrored images are predicted
-    too and their mirrored probabilities averaged in. Call under ``torch.inference_mode()`` with
+    too and their mirrored probabilities averaged in; ``flip_channels`` (class ``k`` of the
+    mirrored prediction is class ``flip_channels[k]``) swaps left/right classes such as LIP's
+    arms and legs. Call under ``torch.inference_mode()`` with
     the model in eval mode.
     """
     if mode not in ("whole", "sliding"):
@@ -156,6 +159,8 @@ def predict(
                 probs = predict_sliding(model, view, num_classes, tile, overlap, tile_batch, amp)
             if mirrored:
                 probs = probs.flip(-1)
+                if flip_channels is not None:
+                    probs = probs[:, list(flip_channels)]
             probs = _resize(probs, size)
             total = probs if total is None else total + probs
     if total.shape[1] != num_classes:
