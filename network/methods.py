@@ -10,17 +10,19 @@ command lines (``--method`` choices), the benchmarks and the parametrised tests 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from inplace_abn import NormLayer
-from oc_module import ASPOC, BaseOC, PyramidOC
+from oc_module import ASPOC, BaseOC, ISAModule, PyramidOC, SpatialGather, SpatialOCR
 
 # Builds the head's modules, in application order: (backbone channels ``in_ch``, head width,
-# classes, norm layer) -> modules by name. The model class picks the width (ResNet: in_ch // 4).
-HeadBuilder = Callable[[int, int, int, NormLayer], dict[str, nn.Module]]
+# classes, norm layer, **backbone options) -> modules by name. The model class picks the width
+# (ResNet: in_ch // 4, HRNet: 512).
+HeadBuilder = Callable[..., dict[str, nn.Module]]
 # Runs the head: (its modules by name, backbone features, auxiliary logits or None) -> logits.
 HeadForward = Callable[[Mapping[str, nn.Module], torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
@@ -33,6 +35,7 @@ class AuxSpec:
     activation: str = "leaky_relu"  # of its norm
     dropout: float = 0.05
     kernel_size: int = 3
+    bias: bool = True  # of its first conv
 
 
 def sequential_forward(
@@ -56,6 +59,9 @@ class MethodSpec:
     multi_grid: tuple[int, ...] = (1, 1, 1)  # layer4 dilation multipliers per block
     aux_weight: float = 0.4  # default weight of the auxiliary loss (paper Sec. 4.2)
     resnet_variant: str = "ocnet"  # DilatedResNet variant its released checkpoints were trained on
+    # Keyword arguments of ``build_head`` per backbone family ("resnet", "hrnet"), where the
+    # released models of one method differ between families (HRNet-OCR's convs have no bias).
+    head_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def has_aux(self) -> bool:
@@ -113,6 +119,41 @@ def _asp_oc(
     }
 
 
+def _isa(in_ch: int, width: int, num_classes: int, norm_layer: NormLayer) -> dict[str, nn.Module]:
+    # openseg.pytorch ISANet: 3x3 conv (no bias) + norm, ISA with key width/2, value width,
+    # 8x8 down factor, dropout 0.05 (lib/models/nets/isanet.py).
+    return {
+        "isa_head": nn.Sequential(
+            nn.Conv2d(in_ch, width, kernel_size=3, padding=1, bias=False),
+            norm_layer(width),
+            ISAModule(width, width // 2, width, width, ((8, 8),), 0.05, norm_layer),
+        ),
+        "cls_head": _classifier(width, num_classes),
+    }
+
+
+def _ocr(
+    in_ch: int, width: int, num_classes: int, norm_layer: NormLayer, bias: bool = True
+) -> dict[str, nn.Module]:
+    # openseg.pytorch SpatialOCRNet (lib/models/nets/ocrnet.py); HRNet-OCR names these
+    # conv3x3_ocr, ocr_gather_head, ocr_distri_head, cls_head and has no bias in the OCR block.
+    return {
+        "conv_3x3": nn.Sequential(_conv3x3(in_ch, width), norm_layer(width)),
+        "spatial_context_head": SpatialGather(),
+        "spatial_ocr_head": SpatialOCR(width, width // 2, width, 1, 0.05, bias, norm_layer),
+        "head": _classifier(width, num_classes),
+    }
+
+
+def _ocr_forward(
+    modules: Mapping[str, nn.Module], x: torch.Tensor, aux: torch.Tensor | None
+) -> torch.Tensor:
+    """OCR: the auxiliary logits are the soft object regions the pixel features are pooled by."""
+    feats = modules["conv_3x3"](x)
+    regions = modules["spatial_context_head"](feats, aux)  # [B, C, K, 1]
+    return modules["head"](modules["spatial_ocr_head"](feats, regions))
+
+
 METHOD_SPECS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
@@ -142,6 +183,22 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             _asp_oc,
             aux=AuxSpec(dropout=0.10),
         ),
+        MethodSpec(
+            "isa_oc_dsn",
+            "ISA (Fast-OCNet): interlaced sparse self-attention, long- then short-range",
+            _isa,
+            aux=AuxSpec(name="dsn_head", bias=False),
+            resnet_variant="openseg",
+        ),
+        MethodSpec(
+            "ocr_dsn",
+            "OCR: pixels attend to object regions from the auxiliary segmentation",
+            _ocr,
+            aux=AuxSpec(name="dsn_head"),
+            forward_head=_ocr_forward,
+            resnet_variant="openseg",
+            head_options={"hrnet": {"bias": False}},
+        ),
     )
 }
 METHODS = tuple(METHOD_SPECS)
@@ -160,7 +217,7 @@ def build_aux(
     """Deep supervision: conv (with bias), norm, dropout, 1x1 classifier (indices 0, 1, 2, 3)."""
     padding = spec.kernel_size // 2
     return nn.Sequential(
-        nn.Conv2d(in_ch, width, kernel_size=spec.kernel_size, padding=padding),
+        nn.Conv2d(in_ch, width, kernel_size=spec.kernel_size, padding=padding, bias=spec.bias),
         norm_layer(width, activation=spec.activation),
         nn.Dropout2d(spec.dropout) if spec.dropout > 0 else nn.Identity(),
         _classifier(width, num_classes),

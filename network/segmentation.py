@@ -43,11 +43,13 @@ class HeadsMixin(nn.Module):
         aux_width: int,
         num_classes: int,
         norm_layer: NormLayer,
+        family: str,
     ) -> None:
         self.method = spec.name
         self.num_classes = num_classes
         self._forward_head = spec.forward_head
-        head = spec.build_head(in_ch, width, num_classes, norm_layer)
+        options = spec.head_options.get(family, {})
+        head = spec.build_head(in_ch, width, num_classes, norm_layer, **options)
         for name, module in head.items():
             self.add_module(name, module)
         self.head_names = tuple(head)
@@ -91,7 +93,7 @@ class SegmentationModel(HeadsMixin, DilatedResNet):
         width = self.out_channels // 4
         self.attach_heads(
             spec, self.out_channels, width, spec.aux, self.layer3_channels, width, num_classes,
-            norm_layer,
+            norm_layer, "resnet",
         )  # fmt: skip
 
     def forward_aux_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,11 +125,14 @@ class HRNetSegmentationModel(HeadsMixin, HRNet):
         HRNet.__init__(self, HRNET_SPECS[width], norm_layer)
         aux = None
         if spec.aux is not None:
-            aux = dataclasses.replace(spec.aux, activation="relu", dropout=0.0, kernel_size=1)
+            aux = dataclasses.replace(
+                spec.aux, activation="relu", dropout=0.0, kernel_size=1, bias=True
+            )
         features = self.out_channels
         self.attach_heads(
-            spec, features, self.head_width, aux, features, features, num_classes, norm_layer
-        )
+            spec, features, self.head_width, aux, features, features, num_classes, norm_layer,
+            "hrnet",
+        )  # fmt: skip
 
     def forward_aux_input(self, x: torch.Tensor) -> torch.Tensor:
         return HRNet.forward(self, x)

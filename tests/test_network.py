@@ -14,6 +14,9 @@ from network import METHODS, NETWORKS, get_segmentation_model
 from network.resnet import DilatedResNet
 
 NAMES = [f"{n}_{m}" for n, m in itertools.product(NETWORKS, METHODS)]
+# Forward passes of every method on the small backbones; the wide HRNets only through shapes of
+# their parameters (below), which is where they differ.
+FORWARD_NAMES = [n for n in NAMES if not n.startswith(("hrnetv2_w32", "hrnetv2_w48"))]
 
 # Parameter counts of the original OCNet ResNet-101 models (19 classes), the ASP-OC one being the
 # 2018 release (88.4 M) rather than the 2019 variant (62.5 M).
@@ -36,7 +39,7 @@ def test_unknown_name_lists_choices() -> None:
     assert str(info.value) == "unknown model 'resnet101_asp_oc'; choose one of: " + ", ".join(NAMES)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", FORWARD_NAMES)
 def test_forward_shapes(resnet101_models, name: str) -> None:
     torch.manual_seed(0)
     # Odd sides: the stride-8 output is ceil(side / 8). ResNet-101 (shared, 19 classes) tiny.
@@ -131,10 +134,54 @@ def test_backbone_equals_functional_reference(depth: int, multi_grid: tuple[int,
         torch.testing.assert_close(model(x), reference_backbone(model, x, multi_grid))
 
 
+def _conv_params(in_ch: int, out_ch: int, kernel: int = 1, bias: bool = True) -> int:
+    return in_ch * out_ch * kernel * kernel + (out_ch if bias else 0)
+
+
+def _successor_counts(classes: int = 19) -> dict[str, int]:
+    """ISA and OCR on ResNet-101 counted from openseg.pytorch's definitions, by hand.
+
+    The backbone is the baseline minus its head (3x3 conv 2048->512 with bias + norm, 1x1
+    classifier). ISA (lib/models/nets/isanet.py, modules/isa_block.py): every conv of the head
+    and of the self-attention blocks without bias; f_key and f_query are two conv + norm pairs,
+    W conv + norm. OCR (nets/ocrnet.py, modules/spatial_ocr_block.py): every conv with bias.
+    """
+    conv, norm = _conv_params, lambda c: 2 * c
+    backbone = ORIGINAL_COUNTS["baseline"] - (conv(2048, 512, 3) + norm(512)) - conv(512, classes)
+
+    def self_attention(in_ch: int, key: int, value: int, out: int) -> int:
+        projection = conv(in_ch, key, bias=False) + norm(key) + conv(key, key, bias=False)
+        projection += norm(key)
+        return (
+            2 * projection
+            + conv(in_ch, value, bias=False)
+            + conv(value, out, bias=False)
+            + norm(out)
+        )
+
+    isa = conv(2048, 512, 3, bias=False) + norm(512)
+    isa += 2 * self_attention(512, 256, 512, 512) + conv(1024, 512, bias=False) + norm(512)
+    isa += conv(512, classes) + conv(1024, 512, 3, bias=False) + norm(512) + conv(512, classes)
+    pair = conv(512, 256) + norm(256) + conv(256, 256) + norm(256)
+    ocr = conv(2048, 512, 3) + norm(512) + 2 * pair + conv(512, 256) + norm(256)
+    ocr += conv(256, 512) + norm(512) + conv(1024, 512) + norm(512) + conv(512, classes)
+    ocr += conv(1024, 512, 3) + norm(512) + conv(512, classes)
+    return {"isa_oc_dsn": backbone + isa, "ocr_dsn": backbone + ocr}
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_resnet101_parameter_count(resnet101_models, method: str) -> None:
     model = resnet101_models[method]
-    assert sum(p.numel() for p in model.parameters()) == ORIGINAL_COUNTS[method]
+    expected = ORIGINAL_COUNTS | _successor_counts()
+    assert sum(p.numel() for p in model.parameters()) == expected[method]
+
+
+def test_hrnet_w48_ocr_parameter_count_is_the_official_models():
+    # HRNet/HRNet-Semantic-Segmentation (HRNet-OCR branch) seg_hrnet_ocr.py with the W48 config
+    # and 19 classes, counted from its definition: 65,325,120 backbone + 5,047,558 head.
+    with torch.device("meta"):
+        model = get_segmentation_model("hrnetv2_w48_ocr_dsn", norm_layer=ABN)
+    assert sum(p.numel() for p in model.parameters()) == 70_372_678
 
 
 def _conv(prefix: str, bias: bool = True) -> list[str]:
@@ -186,7 +233,10 @@ def expected_resnet101_keys(method: str) -> set[str]:
     return set(keys)
 
 
-@pytest.mark.parametrize("method", METHODS)
+ORIGINAL_METHODS = tuple(ORIGINAL_COUNTS)
+
+
+@pytest.mark.parametrize("method", ORIGINAL_METHODS)
 def test_resnet101_keys_of_original(resnet101_models, method: str) -> None:
     state = resnet101_models[method].state_dict()
     assert set(state) == expected_resnet101_keys(method)
@@ -218,7 +268,7 @@ SHAPES = {
 }
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ORIGINAL_METHODS)
 def test_resnet101_shapes_of_original(resnet101_models, method: str) -> None:
     state = resnet101_models[method].state_dict()
     expected = {
@@ -238,7 +288,7 @@ def test_resnet101_shapes_of_original(resnet101_models, method: str) -> None:
     assert {k: tuple(state[k].shape) for k in expected} == expected
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ORIGINAL_METHODS)
 def test_resnet101_activations_dropout_dilation(resnet101_models, method: str) -> None:
     model = resnet101_models[method]
     identity = {n for n, m in model.named_modules() if getattr(m, "activation", None) == "identity"}
@@ -261,3 +311,48 @@ def test_resnet101_activations_dropout_dilation(resnet101_models, method: str) -
     assert grid == ([4, 8, 4] if method == "baseline" else [4, 4, 4])
     assert [model.layer3[i].conv2.dilation[0] for i in (0, 22)] == [2, 2]
     assert model.layer2[0].conv2.stride == (2, 2) and model.layer3[0].conv2.stride == (1, 1)
+
+
+def _pairs(prefix: str, count: int, bias: bool) -> list[str]:
+    """``count`` conv + norm pairs in one Sequential (indices 0, 1, 2, 3, ...)."""
+    keys = []
+    for i in range(count):
+        keys += _conv(f"{prefix}.{2 * i}", bias) + _bn(f"{prefix}.{2 * i + 1}")
+    return keys
+
+
+def expected_openseg_head_keys(method: str) -> set[str]:
+    """Head keys of openseg.pytorch's ISANet / SpatialOCRNet (bn_type inplace_abn: one norm
+    module per BNReLU), written from lib/models/nets/{isanet,ocrnet}.py and their modules."""
+    if method == "isa_oc_dsn":
+        keys = _conv("dsn_head.0", bias=False) + _bn("dsn_head.1") + _conv("dsn_head.3")
+        keys += _conv("isa_head.0", bias=False) + _bn("isa_head.1") + _conv("cls_head")
+        for block in ("long_range_sa", "short_range_sa"):
+            prefix = f"isa_head.2.stages.0.{block}"
+            keys += _pairs(f"{prefix}.f_key", 2, False) + _pairs(f"{prefix}.f_query", 2, False)
+            keys += _conv(f"{prefix}.f_value", bias=False) + _pairs(f"{prefix}.W", 1, False)
+        return set(keys + _pairs("isa_head.2.conv_bn", 1, False))
+    keys = _conv("dsn_head.0") + _bn("dsn_head.1") + _conv("dsn_head.3") + _conv("head")
+    keys += _pairs("conv_3x3", 1, True)
+    block = "spatial_ocr_head.object_context_block"
+    keys += _pairs(f"{block}.f_pixel", 2, True) + _pairs(f"{block}.f_object", 2, True)
+    keys += _pairs(f"{block}.f_down", 1, True) + _pairs(f"{block}.f_up", 1, True)
+    return set(keys + _pairs("spatial_ocr_head.conv_bn_dropout", 1, True))
+
+
+@pytest.mark.parametrize("method", ["isa_oc_dsn", "ocr_dsn"])
+def test_resnet101_successors_have_openseg_keys_and_backbone(resnet101_models, method):
+    model = resnet101_models[method]
+    backbone = expected_resnet101_keys("baseline") - set(_conv("layer5.0") + _bn("layer5.1"))
+    backbone -= set(_conv("layer6"))
+    assert set(model.state_dict()) == backbone | expected_openseg_head_keys(method)
+    # openseg's deep-base ResNet halves the dilation of the first (formerly strided) block.
+    assert [model.layer3[i].conv2.dilation[0] for i in (0, 1, 22)] == [1, 2, 2]
+    assert [model.layer4[i].conv2.dilation[0] for i in range(3)] == [2, 4, 4]
+    norms = {n: m.activation for n, m in model.named_modules() if hasattr(m, "activation")}
+    assert {a for n, a in norms.items() if not n.startswith(("bn", "layer"))} == {"leaky_relu"}
+    dropouts = {n: m.p for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout2d)}
+    if method == "isa_oc_dsn":
+        assert dropouts == {"dsn_head.2": 0.05, "isa_head.2.conv_bn.2": 0.05}
+    else:
+        assert dropouts == {"dsn_head.2": 0.05, "spatial_ocr_head.conv_bn_dropout.2": 0.05}
