@@ -13,23 +13,30 @@ import cv2
 import numpy as np
 
 # "caffe": the original's mean, BGR-ordered (Caffe ResNet convention) in pixel units, no std.
+# "openseg": the same mean subtracted from the BGR image as decoded, channels kept in BGR order
+# (openseg.pytorch: image_tool cv2, input_mode BGR, configs/cityscapes/R_101_D_8.json).
 CAFFE_MEAN = np.array((102.9801, 115.9465, 122.7717), dtype=np.float32)
 # "imagenet": torchvision's RGB statistics on [0, 1] images.
 IMAGENET_MEAN = np.array((0.485, 0.456, 0.406), dtype=np.float32)
 IMAGENET_STD = np.array((0.229, 0.224, 0.225), dtype=np.float32)
-NORMALIZATIONS = ("caffe", "imagenet")
+NORMALIZATIONS = ("caffe", "openseg", "imagenet")
 
 # Random scale factors of the original: 0.5 + randint(0, 16) / 10, i.e. 0.5, 0.6, ..., 2.1.
 SCALES = tuple(0.5 + k / 10.0 for k in range(17))
 
 
 def normalize(image_bgr: np.ndarray, mode: str = "caffe") -> np.ndarray:
-    """uint8 HxWx3 BGR image (as cv2 decodes it) -> float32 HxWx3 RGB network input.
+    """uint8 HxWx3 BGR image (as cv2 decodes it) -> float32 HxWx3 network input.
 
     "caffe" reverses BGR to RGB and *then* subtracts the BGR-ordered mean, so the red channel
     loses the blue mean and vice versa. That is what the original code does and what the
     original checkpoints were trained with; keep the order to reproduce their numbers.
+    "openseg" keeps BGR and subtracts the mean channel by channel, as openseg.pytorch's
+    ISA/OCR checkpoints expect; "imagenet" is RGB in [0, 1] with torchvision's statistics (the
+    official HRNet-OCR checkpoints).
     """
+    if mode == "openseg":
+        return image_bgr.astype(np.float32) - CAFFE_MEAN
     rgb = image_bgr[:, :, ::-1].astype(np.float32)
     if mode == "caffe":
         rgb -= CAFFE_MEAN

@@ -207,6 +207,8 @@ def test_padding_values_and_normalisation_by_hand(tmp_path):
     for mode, expected in (
         # caffe: BGR -> RGB, then subtract the BGR-ordered mean (the original's order).
         ("caffe", (200 - 102.9801, 20 - 115.9465, 10 - 122.7717)),
+        # openseg: the decoded BGR channels minus the same (BGR-ordered) mean.
+        ("openseg", (10 - 102.9801, 20 - 115.9465, 200 - 122.7717)),
         (
             "imagenet",
             ((200 / 255 - 0.485) / 0.229, (20 / 255 - 0.456) / 0.224, (10 / 255 - 0.406) / 0.225),
