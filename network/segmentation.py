@@ -50,6 +50,8 @@ class HeadsMixin(nn.Module):
         self._forward_head = spec.forward_head
         options = spec.head_options.get(family, {})
         head = spec.build_head(in_ch, width, num_classes, norm_layer, **options)
+        # Everything registered so far is the backbone (what an ImageNet file initialises).
+        self.backbone_names = tuple(name for name, _ in self.named_children())
         for name, module in head.items():
             self.add_module(name, module)
         self.head_names = tuple(head)

@@ -24,6 +24,8 @@ from torch import nn
 
 from utils.checkpoint import CheckpointError, load_checkpoint
 
+from .hrnet import IMAGENET_ONLY_PREFIXES
+
 __all__ = [
     "BACKBONE_MODULES",
     "FOREIGN_LAYOUTS",
@@ -39,6 +41,8 @@ __all__ = [
 BACKBONE_MODULES = ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3") + tuple(
     f"layer{i}" for i in range(1, 5)
 )
+# Modules of ImageNet classification files that segmentation does not use.
+CLASSIFIER_MODULES = ("fc", *IMAGENET_ONLY_PREFIXES)
 # Wrappers that prefix every key: DataParallel / DistributedDataParallel and torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 MAX_LISTED = 12
@@ -51,8 +55,19 @@ def _top(key: str) -> str:
     return key.split(".", 1)[0]
 
 
-def _is_backbone(key: str) -> bool:
-    return _top(key) in BACKBONE_MODULES
+def _is_backbone(key: str, names: tuple[str, ...] = BACKBONE_MODULES) -> bool:
+    return _top(key) in names
+
+
+def _backbone_names(model: nn.Module) -> tuple[str, ...]:
+    """Top-level modules an ImageNet file initialises: the segmentation models list theirs
+    (``backbone_names``); a bare backbone is the original's deep-stem ResNet."""
+    return tuple(getattr(model, "backbone_names", BACKBONE_MODULES))
+
+
+def _is_classifier(key: str) -> bool:
+    """ImageNet-only modules: the ResNet's ``fc``, HRNet's classification head."""
+    return _top(key) in CLASSIFIER_MODULES
 
 
 def _is_batch_count(key: str) -> bool:
@@ -368,15 +383,16 @@ def load_weights(model: nn.Module, path_or_state_dict: Source, partial: bool = F
 
 
 def _load_backbone(model: nn.Module, state: StateDict, name: str) -> None:
-    state = {k: v for k, v in state.items() if _top(k) != "fc" and not _is_batch_count(k)}
+    state = {k: v for k, v in state.items() if not _is_classifier(k) and not _is_batch_count(k)}
     model_state = model.state_dict()
-    backbone = {k for k in model_state if _is_backbone(k)}
+    names = _backbone_names(model)
+    backbone = {k for k in model_state if _is_backbone(k, names)}
     if not backbone:
         raise CheckpointError(
-            f"cannot load {name}: the model has no backbone modules ({', '.join(BACKBONE_MODULES)})"
+            f"cannot load {name}: the model has no backbone modules ({', '.join(names)})"
         )
     missing, unexpected, wrong = _compare(model_state, state, backbone)
-    unexpected = sorted(set(unexpected) | {k for k in state if not _is_backbone(k)})
+    unexpected = sorted(set(unexpected) | {k for k in state if not _is_backbone(k, names)})
     if missing or unexpected or wrong:
         header = f"checkpoint {name} does not fit the model's backbone:"
         raise CheckpointError(
@@ -386,11 +402,13 @@ def _load_backbone(model: nn.Module, state: StateDict, name: str) -> None:
 
 
 def load_imagenet_backbone(model: nn.Module, path: str | os.PathLike) -> None:
-    """Load the deep-stem ImageNet ResNet into the model's backbone; heads keep their init.
+    """Load an ImageNet classification file into the model's backbone; heads keep their init.
 
-    The file is the one the original trained from (keys ``conv1 .. bn3``, ``layer1 .. layer4``,
-    ``fc``); ``fc`` (the ImageNet classifier) and ``num_batches_tracked`` are ignored. Every backbone
-    key of the model must be present with the right shape.
+    The deep-stem ResNet the original trained from (keys ``conv1 .. bn3``, ``layer1 .. layer4``,
+    ``fc``) or HRNet-Image-Classification's ``hrnetv2_w*_imagenet_pretrained.pth`` (the official
+    backbone names, plus ``incre_modules``, ``downsamp_modules``, ``final_layer``,
+    ``classifier``). The classifiers and ``num_batches_tracked`` are ignored. Every backbone key
+    of the model must be present with the right shape.
     """
     _load_backbone(model, *_read_file(path))
 
@@ -403,7 +421,8 @@ def restore_weights(model: nn.Module, path: str | os.PathLike, partial: bool = F
     ``partial``); otherwise it is an ImageNet backbone (``load_imagenet_backbone``).
     """
     state, name = _read_file(path)
-    if any(not _is_backbone(k) and _top(k) != "fc" for k in state):
+    names = _backbone_names(model)
+    if any(not _is_backbone(k, names) and not _is_classifier(k) for k in state):
         _load(model, state, name, partial)
         return "full"
     _load_backbone(model, state, name)

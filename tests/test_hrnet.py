@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from inplace_abn import ABN, InPlaceABN
+from network import get_segmentation_model
 from network.hrnet import (
     HRNET_SPECS,
     IMAGENET_ONLY_PREFIXES,
@@ -26,6 +27,7 @@ from network.hrnet import (
     hrnetv2_w48,
     strip_imagenet_only,
 )
+from network.weights import CheckpointError, restore_weights
 
 # Upstream's STAGE2..STAGE4 per width: (NUM_MODULES, NUM_BLOCKS per branch, NUM_CHANNELS).
 # STAGE1 is 4 Bottlenecks of width 64 (output 256) for every width.
@@ -324,3 +326,33 @@ def test_strip_imagenet_only_then_load_strict(w18) -> None:
     with pytest.raises(RuntimeError, match="classifier.weight"):
         w18.load_state_dict({**state, **extra})
     w18.load_state_dict(stripped, strict=True)
+
+
+def test_imagenet_file_initialises_the_hrnet_ocr_backbone_only(tmp_path) -> None:
+    model = get_segmentation_model("hrnetv2_w18_ocr_dsn", num_classes=5, norm_layer=ABN)
+    torch.manual_seed(3)
+    backbone = {
+        k: torch.randn_like(v) if v.is_floating_point() else v
+        for k, v in hrnetv2_w18().state_dict().items()
+    }
+    classification = {
+        "incre_modules.0.0.conv1.weight": torch.randn(32, 18, 1, 1),
+        "downsamp_modules.0.0.weight": torch.randn(64, 32, 3, 3),
+        "final_layer.0.weight": torch.randn(2048, 1024, 1, 1),
+        "classifier.weight": torch.randn(1000, 2048),
+    }
+    path = tmp_path / "hrnetv2_w18_imagenet_pretrained.pth"
+    torch.save({**backbone, **classification}, path)
+    heads = {k: v.clone() for k, v in model.state_dict().items() if k not in backbone}
+
+    assert restore_weights(model, path) == "backbone"
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in backbone.items())
+    assert all(torch.equal(state[k], v) for k, v in heads.items())
+    assert set(heads) and all(
+        k.startswith(("conv_3x3", "spatial", "head", "dsn_head")) for k in heads
+    )
+
+    torch.save({**backbone, "stage5.0.weight": torch.zeros(1)}, path)
+    with pytest.raises(CheckpointError, match="stage5.0.weight"):
+        restore_weights(model, path)
