@@ -13,7 +13,9 @@ if [ -x .venv/bin/python ]; then PYTHON=${PYTHON:-.venv/bin/python}; else PYTHON
 
 # Model
 NETWORK=${NETWORK:-resnet101}
-METHOD=${METHOD:?set METHOD (baseline, base_oc_dsn, pyramid_oc_dsn or asp_oc_dsn)}
+METHOD=${METHOD:?set METHOD (baseline, base_oc_dsn, pyramid_oc_dsn, asp_oc_dsn, isa_oc_dsn, ocr_dsn)}
+# Input normalisation the weights expect: caffe (original OCNet), openseg, imagenet (HRNet).
+NORMALIZE=${NORMALIZE:-caffe}
 DATASET=${DATASET:-cityscapes}
 case "$DATASET" in cityscapes_train | cityscapes_test | cityscapes_train_w_path) DATASET=cityscapes ;; esac
 
@@ -107,7 +109,7 @@ CKPT=${CKPT:-$SNAPSHOT_DIR/CS_scenes_${MAX_ITERS}.pth}
 mkdir -p "$LOG_DIR/log_train" "$LOG_DIR/log_test"
 if [ -n "$GPUS" ]; then DEVICE_ARGS=(--gpu "$GPUS"); else DEVICE_ARGS=(--device "$DEVICE"); fi
 COMMON=(--network "$NETWORK" --method "$METHOD" --dataset "$DATASET" --data-dir "$DATA_DIR"
-  --workers "$WORKERS" --amp "$AMP" "${DEVICE_ARGS[@]}")
+  --normalize "$NORMALIZE" --workers "$WORKERS" --amp "$AMP" "${DEVICE_ARGS[@]}")
 
 NEEDED_LISTS=("$DATA_LIST" "$VAL_LIST")
 if [ "$USE_EXTRA" = True ]; then NEEDED_LISTS+=("$EXTRA_LIST"); fi
