@@ -1,7 +1,9 @@
-"""The object-context attention primitive (paper Sec. 3.2; the original's _SelfAttentionBlock).
+"""The attention primitive (paper Sec. 3.2) and OCNet's object context built from it.
 
-Every OC head computes attention through :func:`object_attention`; the heads differ only in which
-pixels attend to which (whole map, pooled map, pyramid regions) and in the convs around it.
+Every head computes attention through :func:`softmax_attention`: OCNet's object context (query =
+key), ISA's interlaced self-attention (separate query and key projections) and OCR's
+pixel-to-region attention (queries are pixels, keys and values are K object regions) differ only
+in where query, key and value come from and in the convs around the call.
 """
 
 from __future__ import annotations
@@ -9,38 +11,139 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
+from torch.nn.attention import SDPBackend
 
 from inplace_abn import NormLayer, default_norm_layer
 
+# Elements of the [B, rows, N_k] similarity block the chunked path holds at once: 64 MiB in
+# float32, 512 query rows of a full 1024x2048 frame at stride 8 (N_k = 128 * 256).
+CHUNK_ELEMENTS = 2**24
+
+
+def softmax_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    chunk_elements: int = CHUNK_ELEMENTS,
+) -> torch.Tensor:
+    """Softmax(Q^T K / sqrt(C_k)) V^T for every query position, each similarity computed once.
+
+    ``query`` is ``[B, C_k, N_q]``, ``key`` ``[B, C_k, N_k]``, ``value`` ``[B, C_v, N_k]`` (conv
+    outputs flattened over positions); returns ``[B, C_v, N_q]``. Memory stays linear in the
+    number of positions: a fused SDPA kernel when PyTorch has one for these shapes (on CPU the
+    flash kernel needs contiguous q, k, v of one width, e.g. key = value = 256; on CUDA the
+    memory-efficient kernel also takes a wider value), otherwise query chunks of at most
+    ``chunk_elements`` similarities.
+    """
+    # [B, C, N] -> [B, 1, N, C]: one head, positions as the sequence, contiguous for SDPA.
+    q = query.transpose(1, 2).contiguous().unsqueeze(1)
+    k = key.transpose(1, 2).contiguous().unsqueeze(1)
+    v = value.transpose(1, 2).contiguous().unsqueeze(1)
+    if torch._fused_sdp_choice(q, k, v) != SDPBackend.MATH.value:
+        # The default SDPA scale is C_k ** -0.5, the original's.
+        return F.scaled_dot_product_attention(q, k, v).squeeze(1).transpose(1, 2)
+    scale = query.shape[1] ** -0.5
+    context = chunked_attention(q.squeeze(1) * scale, k.squeeze(1), v.squeeze(1), chunk_elements)
+    return context.transpose(1, 2)  # [B, N_q, C_v] -> [B, C_v, N_q]
+
+
+def chunked_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, chunk_elements: int
+) -> torch.Tensor:
+    """Softmax(Q K^T) V in chunks of query rows; ``query`` ``[B, N_q, C_k]`` already scaled,
+    ``key`` ``[B, N_k, C_k]``, ``value`` ``[B, N_k, C_v]``; returns ``[B, N_q, C_v]``.
+
+    A chunk holds ``[B, rows, N_k]`` similarities, ``rows = chunk_elements // (B * N_k)`` (at
+    least one row): one such block in the forward, two in the backward.
+    """
+    rows = min(query.shape[1], max(1, chunk_elements // (query.shape[0] * key.shape[1])))
+    return ChunkedAttention.apply(query, key, value, rows)
+
+
+def exp_similarities(
+    query: torch.Tensor, key_t: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Softmax numerators of one chunk: ``[B, rows, C_k]`` queries, ``[B, C_k, N_k]`` keys ->
+    ``exp(q k - row max)``, ``[B, rows, N_k]``, written into ``out`` when given."""
+    scores = torch.matmul(query, key_t, out=out)
+    return scores.sub_(scores.amax(-1, keepdim=True)).exp_()
+
+
+class ChunkedAttention(torch.autograd.Function):
+    """Chunked softmax attention with a chunked backward that recomputes each chunk's weights.
+
+    Plain autograd would keep every chunk's weights for the backward, the N x N map again. Here
+    the backward recomputes them from q and k (as flash attention does) and applies the softmax
+    gradient ``dS = P * (dP - rowsum(dO * O))`` chunk by chunk. Each similarity is computed once
+    in the forward and once in the backward. One block buffer serves every full chunk: a fresh
+    64 MiB block per chunk costs page faults comparable to its softmax.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, rows: int
+    ) -> torch.Tensor:
+        batch, queries, _ = query.shape
+        key_t = key.transpose(1, 2)  # [B, C_k, N_k], a view: the matmul reads it transposed
+        block = query.new_empty(batch, rows, key.shape[1])
+        context = query.new_empty(batch, queries, value.shape[2])
+        for start in range(0, queries, rows):
+            chunk = query[:, start : start + rows]
+            # The last chunk may be shorter than the buffer.
+            weights = exp_similarities(chunk, key_t, block if chunk.shape[1] == rows else None)
+            # Normalising after the value product divides rows x C_v numbers, not rows x N_k.
+            context[:, start : start + rows] = weights @ value / weights.sum(-1, keepdim=True)
+        ctx.save_for_backward(query, key, value, context)
+        ctx.rows = rows
+        return context
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_context: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        query, key, value, context = ctx.saved_tensors
+        rows = ctx.rows
+        batch, queries, _ = query.shape
+        key_t, value_t = key.transpose(1, 2), value.transpose(1, 2)
+        grad_query = torch.empty_like(query)
+        grad_key, grad_value = torch.zeros_like(key), torch.zeros_like(value)
+        # rowsum(dO * O): the softmax Jacobian's correction term, [B, N_q, 1].
+        correction = (grad_context * context).sum(-1, keepdim=True)
+        weights_block = query.new_empty(batch, rows, key.shape[1])
+        grad_block = torch.empty_like(weights_block)
+        for start in range(0, queries, rows):
+            chunk, grad_chunk = (
+                query[:, start : start + rows],
+                grad_context[:, start : start + rows],
+            )
+            full = chunk.shape[1] == rows
+            weights = exp_similarities(chunk, key_t, weights_block if full else None)
+            weights = weights.div_(weights.sum(-1, keepdim=True))  # P, [B, rows, N_k]
+            grad_value.baddbmm_(weights.transpose(1, 2), grad_chunk)  # dV += P^T dO
+            grad_scores = torch.matmul(grad_chunk, value_t, out=grad_block if full else None)
+            grad_scores = grad_scores.sub_(correction[:, start : start + rows]).mul_(weights)
+            grad_query[:, start : start + rows] = grad_scores @ key  # dQ = dS K
+            grad_key.baddbmm_(grad_scores.transpose(1, 2), chunk)  # dK += dS^T Q
+        return grad_query, grad_key, grad_value, None
+
+
+def attention_weights(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """The softmax weights of a few queries: ``[B, C_k, N_q]``, ``[B, C_k, N_k]`` ->
+    ``[B, N_q, N_k]``, with :func:`softmax_attention`'s scale. For pictures of one pixel's
+    attention, where the N x N map would not fit."""
+    similarity = torch.matmul(query.transpose(1, 2), key) * query.shape[1] ** -0.5
+    return torch.softmax(similarity, dim=-1)
+
 
 def object_attention(key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """Softmax(K^T K / sqrt(C_k)) V over all pixels of each map, query = key as in OCNet.
+    """OCNet's attention over all pixels of each map, query = key.
 
     ``key`` is ``[B, C_k, H, W]``, ``value`` ``[B, C_v, H, W]``; returns ``[B, C_v, H, W]``.
-
-    Layout matters on CPU: ``scaled_dot_product_attention`` takes its flash kernel (memory linear
-    in the number of pixels instead of the N x N map) only for contiguous q, k, v of one head
-    width. So q/k/v are made contiguous, and a value wider than the key is split into key-wide
-    heads with q and k repeated per head. Each value channel only ever mixes with its own
-    column of the same softmax map, so the result is identical; the default SDPA scale
-    ``C_k ** -0.5`` is the original's.
     """
-    batch, key_channels, height, width = key.shape
-    value_channels = value.shape[1]
-    pixels = height * width
-    query_key = key.flatten(2).transpose(1, 2)
-    value = value.flatten(2).transpose(1, 2)
-    if value_channels % key_channels == 0:
-        heads = value_channels // key_channels
-        value = value.reshape(batch, pixels, heads, key_channels).transpose(1, 2).contiguous()
-        query_key = query_key.unsqueeze(1).repeat(1, heads, 1, 1)
-    else:
-        heads = 1
-        value = value.unsqueeze(1).contiguous()
-        query_key = query_key.unsqueeze(1).contiguous()
-    context = F.scaled_dot_product_attention(query_key, query_key, value)
-    context = context.transpose(1, 2).reshape(batch, pixels, value_channels)
-    return context.transpose(1, 2).reshape(batch, value_channels, height, width)
+    batch, _, height, width = key.shape
+    key = key.flatten(2)  # [B, C_k, H*W]
+    context = softmax_attention(key, key, value.flatten(2))  # [B, C_v, H*W]
+    return context.reshape(batch, -1, height, width)
 
 
 class ObjectContext(nn.Module):
