@@ -53,20 +53,37 @@ step "train ${NETWORK}_${METHOD} for $STEPS steps on $DEVICE"
 
 CKPT=$SNAPSHOT_DIR/CS_scenes_${STEPS}.pth
 
+# The checkpoint records its network, method, classes and normalisation: --ckpt alone is enough.
 step "evaluate on val (per-class IoU, colour predictions, panels)"
-"$PYTHON" evaluate.py --ckpt "$CKPT" --network "$NETWORK" --method "$METHOD" \
-  --data-dir "$DATA_DIR" --data-list "$DATA_DIR/val.lst" --normalize imagenet --device "$DEVICE" \
+"$PYTHON" evaluate.py --ckpt "$CKPT" \
+  --data-dir "$DATA_DIR" --data-list "$DATA_DIR/val.lst" --device "$DEVICE" \
   --workers "$WORKERS" --store-output --output-path "$OUT/eval"
 
 step "draw the loss / mIoU curve"
 "$PYTHON" -m utils.curve --metrics "$SNAPSHOT_DIR/metrics.jsonl" --out "$OUT/curve.png"
 
 step "predict the test split into a Cityscapes submission zip"
-"$PYTHON" generate_submit.py --ckpt "$CKPT" --network "$NETWORK" --method "$METHOD" \
-  --data-dir "$DATA_DIR" --data-list "$DATA_DIR/test.lst" --normalize imagenet --device "$DEVICE" \
+"$PYTHON" generate_submit.py --ckpt "$CKPT" \
+  --data-dir "$DATA_DIR" --data-list "$DATA_DIR/test.lst" --device "$DEVICE" \
   --workers "$WORKERS" --output-path "$OUT/submit"
+
+step "predict.py on a few test scenes as your own images (overlays), and one attention picture"
+"$PYTHON" predict.py --ckpt "$CKPT" --output-dir "$OUT/predict" --overlay --device "$DEVICE" \
+  --workers "$WORKERS" "$DATA_DIR/leftImg8bit/test/b*/*.png"
+FIRST_TEST=$DATA_DIR/$(head -n 1 "$DATA_DIR/test.lst" | cut -d ' ' -f 1)
+# A pixel a little right of the centre, at the height of the cars in the synthetic scenes.
+AT_X=$((W * 57 / 100))
+AT_Y=$((H * 44 / 100))
+ATTENTION="none (the baseline has no attention)"
+if [ "$METHOD" != baseline ]; then
+  "$PYTHON" predict.py --ckpt "$CKPT" --output-dir "$OUT/attention" --attention-at "$AT_X,$AT_Y" \
+    --device "$DEVICE" --workers 0 "$FIRST_TEST"
+  ATTENTION=$(find "$OUT/attention" -name "*_attention_${AT_X}_${AT_Y}.png" | head -n 1)
+fi
 
 trap - ERR
 echo
 echo "Done. Results in $OUT: eval/ (metrics.json, per-class table, colour predictions, panels),"
 echo "curve.png, submit/ (labelId PNGs and the zip), snapshots/ (checkpoints, train.log, tensorboard)."
+echo "predict.py outputs: $OUT/predict/ (*_trainIds.png and *_overlay.png of the test scenes)"
+echo "attention picture (where pixel $AT_X,$AT_Y looks): $ATTENTION"

@@ -20,6 +20,7 @@ from dataset import (
     dataset_info,
     dataset_layout,
 )
+from dataset.transforms import NORMALIZATIONS
 from network import METHOD_SPECS, NETWORKS
 from utils.checkpoint import CheckpointError
 
@@ -116,21 +117,37 @@ def float_list(value: str) -> list[float]:
     return values
 
 
-def add_model_args(parser: argparse.ArgumentParser) -> None:
+def add_model_args(parser: argparse.ArgumentParser, from_checkpoint: bool = False) -> None:
+    """``--network``, ``--method``, ``--num-classes``.
+
+    ``from_checkpoint``: the tools reading a ``--ckpt`` leave them None by default, to be filled
+    from the checkpoint's ``meta`` (``engine.models.resolve_model_args``); train.py keeps the
+    original's defaults.
+    """
     group = parser.add_argument_group("model")
-    group.add_argument("--network", default="resnet101", choices=NETWORKS, help="backbone")
+    recorded = " (default: recorded in --ckpt)" if from_checkpoint else ""
+    group.add_argument(
+        "--network",
+        default=None if from_checkpoint else "resnet101",
+        choices=NETWORKS,
+        help="backbone" + recorded,
+    )
     group.add_argument(
         "--method",
-        default="asp_oc_dsn",
+        default=None if from_checkpoint else "asp_oc_dsn",
         choices=tuple(METHOD_SPECS),
-        help="context head: "
+        help="context head"
+        + recorded
+        + ": "
         + "; ".join(f"{s.name}: {s.description}" for s in METHOD_SPECS.values()),
     )
     group.add_argument(
         "--num-classes",
         type=int,
         default=None,
-        help="classes (default: the dataset's, "
+        help="classes (default: "
+        + ("recorded in --ckpt, else " if from_checkpoint else "")
+        + "the dataset's, "
         + ", ".join(f"{d.num_classes} {d.name}" for d in DATASETS.values())
         + ")",
     )
@@ -199,8 +216,10 @@ def add_data_args(parser: argparse.ArgumentParser, split: str, input_size: str =
     group.add_argument(
         "--normalize",
         default="caffe",
-        choices=("caffe", "imagenet"),
-        help="caffe: the original's BGR-mean subtraction (original checkpoints need it)",
+        choices=NORMALIZATIONS,
+        help="caffe: the original's BGR-mean subtraction after an RGB flip (original OCNet "
+        "checkpoints); openseg: BGR minus the same mean (openseg.pytorch ISA/OCR checkpoints); "
+        "imagenet: RGB in [0, 1] with ImageNet statistics (official HRNet-OCR checkpoints)",
     )
     group.add_argument("--workers", type=int, default=4, help="DataLoader workers per process")
     group.add_argument(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -16,30 +17,42 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from dataset import DATASET_NAMES
+from dataset.transforms import NORMALIZATIONS
 from engine import cli
 from engine.cli import UserError
 from engine.data import eval_dataset, make_loader
-from engine.models import build_model
+from engine.models import (
+    FOREIGN_DEFAULTS,
+    CheckpointDefault,
+    build_model,
+    resolve_model_args,
+)
 from inplace_abn import ABN
 from network.weights import check_weights, load_weights
 from utils.distributed import get_world_size
 from utils.fileio import atomic_write
 
+CKPT_HELP = (
+    "weights: a checkpoint of this project (.pth or exported .safetensors; it records its "
+    "model, so the model flags are optional), or a plain / module.-prefixed state_dict such as "
+    "the original OCNet's (then give --network and --method)"
+)
 
-def add_prediction_args(parser: argparse.ArgumentParser, split: str) -> None:
-    """Model/data/device flags (``engine.cli``) plus checkpoint and test-time prediction flags."""
-    cli.add_model_args(parser)
-    cli.add_data_args(parser, split=split, input_size="769,769")
-    cli.add_device_args(parser)
-    group = parser.add_argument_group("prediction")
+
+def add_checkpoint_arg(group: argparse._ActionsContainer) -> None:
+    """``--ckpt`` (``--restore-from`` is an alias, as in the original's scripts)."""
     group.add_argument(
         "--ckpt",
         "--restore-from",
         dest="ckpt",
         required=True,
-        help="weights: a checkpoint of this project, or a plain / module.-prefixed state_dict "
-        "(--restore-from is an alias, as in the original's scripts)",
+        help=CKPT_HELP + " (--restore-from is an alias, as in the original's scripts)",
     )
+
+
+def add_inference_args(group: argparse._ActionsContainer) -> None:
+    """Test-time options of ``utils.inference.predict``: whole/sliding, scales, flip."""
     group.add_argument(
         "--predict-choice",
         default="whole",
@@ -63,7 +76,63 @@ def add_prediction_args(parser: argparse.ArgumentParser, split: str) -> None:
         help="scales for --use-ms (the paper's multi-scale test uses 0.75 .. 2.0)",
     )
     cli.add_flag(group, "--use-flip", "also predict the mirrored image and average")
+
+
+def add_prediction_args(parser: argparse.ArgumentParser, split: str) -> None:
+    """Model/data/device flags (``engine.cli``) plus checkpoint and test-time prediction flags.
+
+    The model flags, ``--dataset`` and ``--normalize`` default to what the checkpoint records:
+    ``check_inputs`` fills them in (``engine.models.resolve_model_args``).
+    """
+    cli.add_model_args(parser, from_checkpoint=True)
+    cli.add_data_args(parser, split=split, input_size="769,769")
+    parser.set_defaults(dataset=CheckpointDefault(FOREIGN_DEFAULTS["dataset"]), normalize=None)
+    cli.add_device_args(parser)
+    group = parser.add_argument_group("prediction")
+    add_checkpoint_arg(group)
+    add_inference_args(group)
     group.add_argument("--output-path", default="./outputs", help="folder for the results")
+
+
+def add_image_file_args(parser: argparse.ArgumentParser) -> None:
+    """predict.py's flags: the model (from ``--ckpt``), how images are read, test-time options.
+
+    ``--dataset`` (palette, class names), ``--normalize``, ``--input-size``, ``--batch-size`` and
+    ``--workers`` mean what they mean in ``engine.cli.add_data_args``, without the list and
+    folder flags a dataset needs.
+    """
+    cli.add_model_args(parser, from_checkpoint=True)
+    group = parser.add_argument_group("images")
+    group.add_argument(
+        "--dataset",
+        default=None,
+        type=cli.dataset_name,
+        choices=DATASET_NAMES,
+        help="class names and colours (default: recorded in --ckpt, else cityscapes)",
+    )
+    group.add_argument(
+        "--normalize",
+        default=None,
+        choices=NORMALIZATIONS,
+        help="input normalisation (default: recorded in --ckpt, else caffe, the original's)",
+    )
+    group.add_argument(
+        "--input-size",
+        type=cli.image_size,
+        default=cli.image_size("769,769"),
+        help="tile H,W of --predict-choice sliding",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="images per forward pass (consecutive images of one size are batched)",
+    )
+    group.add_argument("--workers", type=int, default=2, help="image-decoding processes")
+    cli.add_device_args(parser)
+    group = parser.add_argument_group("prediction")
+    add_checkpoint_arg(group)
+    add_inference_args(group)
 
 
 def prediction_scales(args: argparse.Namespace) -> list[float]:
@@ -84,18 +153,16 @@ def check_prediction_args(args: argparse.Namespace) -> None:
         raise UserError(f"--workers must be 0 or more, got {args.workers}")
 
 
-def prepare_output_dir(path: str) -> str:
+def prepare_output_dir(path: str, flag: str = "--output-path") -> str:
     """Create ``path`` (and parents) or fail with one clear message before any prediction."""
     if os.path.exists(path) and not os.path.isdir(path):
-        raise UserError(f"--output-path {path} exists and is not a folder")
+        raise UserError(f"{flag} {path} exists and is not a folder")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as error:
-        raise UserError(
-            f"--output-path {path} cannot be created: {error.strerror or error}"
-        ) from None
+        raise UserError(f"{flag} {path} cannot be created: {error.strerror or error}") from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise UserError(f"--output-path {path} is not writable")
+        raise UserError(f"{flag} {path} is not writable")
     return path
 
 
@@ -140,13 +207,29 @@ def write_png(path: str, image: np.ndarray) -> None:
     atomic_write(path, encoded.tobytes())
 
 
-def check_inputs(args: argparse.Namespace, split: str) -> None:
-    """Everything a user can get wrong that is cheap to find before any process starts."""
+def check_inputs(
+    args: argparse.Namespace, split: str | Callable[[argparse.Namespace], str]
+) -> None:
+    """Everything a user can get wrong that is cheap to find before any process starts.
+
+    Fills the model flags left unset from the checkpoint first (the processes inherit them);
+    ``split`` may be a function of the completed flags (the dataset may come from the file).
+    """
+    resolve_model_args(args, args.ckpt)
+    if callable(split):
+        split = split(args)
     check_prediction_args(args)
     prepare_output_dir(args.output_path)
     eval_dataset(args, split, args.data_list)
-    # On the meta device: shapes are all the check needs, so no weights are allocated or copied
-    # here; the worker loads them once.
+    check_model_weights(args, cli.resolve_num_classes(args))
+
+
+def check_model_weights(args: argparse.Namespace, num_classes: int) -> None:
+    """Raise unless ``--ckpt`` fits the model the flags describe, key for key.
+
+    On the meta device: shapes are all the check needs, so no weights are allocated or copied
+    here; the worker loads them once.
+    """
     with torch.device("meta"):
-        model = build_model(args, cli.resolve_num_classes(args), norm_layer=ABN)
+        model = build_model(args, num_classes, norm_layer=ABN)
     check_weights(model, args.ckpt)
