@@ -106,7 +106,8 @@ def submit_worker(args: argparse.Namespace, device: torch.device) -> str | None:
 
 
 def main(args: argparse.Namespace) -> None:
-    launch(submit_worker, args, PROG, check=lambda a: check_inputs(a, dataset_split(a)))
+    # The split depends on the dataset, which may come from the checkpoint: pass the function.
+    launch(submit_worker, args, PROG, check=lambda a: check_inputs(a, dataset_split))
 
 
 if __name__ == "__main__":
