@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from dataset import DATASET_NAMES
+from dataset import DATASET_NAMES, dataset_info
 from dataset.transforms import NORMALIZATIONS
 from engine import cli
 from engine.cli import UserError
@@ -178,13 +178,21 @@ def load_model(args: argparse.Namespace, num_classes: int, device: torch.device)
 
 
 def prediction_options(args: argparse.Namespace) -> dict:
-    """The ``utils.inference.predict`` keyword arguments the prediction flags ask for."""
+    """The ``utils.inference.predict`` keyword arguments the prediction flags ask for.
+
+    Flip testing swaps the dataset's left/right classes (LIP's arms, legs and shoes) back.
+    """
+    flip_channels = None
+    if args.use_flip:
+        info = dataset_info(args.dataset, getattr(args, "data_dir", None))
+        flip_channels = info.flip_channels if info.flip_pairs else None
     return {
         "mode": args.predict_choice,
         "tile": tuple(args.input_size),
         "overlap": args.overlap,
         "scales": prediction_scales(args),
         "flip": args.use_flip,
+        "flip_channels": flip_channels,
         "tile_batch": args.tile_batch,
         "amp": cli.autocast_dtype(args.amp),
     }

@@ -27,6 +27,7 @@ from dataset.synthetic import CUSTOM_CLASSES, generate, generate_layout
 from dataset.synthetic import main as synthetic_main
 from engine.cli import UserError, resolve_num_classes
 from engine.data import train_dataset
+from engine.prediction import prediction_options
 from inplace_abn import ABN
 from network import get_segmentation_model
 
@@ -512,3 +513,15 @@ def test_run_scripts_custom_needs_a_data_dir(tmp_path):
     assert result.returncode == 0, result.stderr
     assert [c.split()[1] for c in calls] == ["train.py", "evaluate.py", "generate_submit.py"]
     assert f"--dataset custom --data-dir {root} " in calls[0]
+
+
+def test_flip_testing_swaps_lip_left_and_right_classes():
+    flags = argparse.Namespace(
+        dataset="lip", data_dir=None, use_flip=True, predict_choice="whole", input_size=(8, 8),
+        overlap=0.3, use_ms=False, whole_scale=1.0, scales=[1.0], tile_batch=1, amp="none",
+    )  # fmt: skip
+    # LIP: 14/15 arms, 16/17 legs, 18/19 shoes swap places in a mirrored image.
+    expected = [*range(14), 15, 14, 17, 16, 19, 18]
+    assert prediction_options(flags)["flip_channels"] == expected
+    flags.dataset = "cityscapes"
+    assert prediction_options(flags)["flip_channels"] is None
