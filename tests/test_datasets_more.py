@@ -495,7 +495,7 @@ def test_run_scripts_pick_the_dataset_recipe(tmp_path, dataset, recipe):
     assert result.returncode == 0, result.stderr
     train_call, eval_call = calls  # no test submission outside Cityscapes
     flat = train_call.replace(
-        " --workers 4 --amp none --gpu 0,1 --data-list none", " --data-list none"
+        " --normalize caffe --workers 4 --amp none --gpu 0,1 --data-list none", " --data-list none"
     )
     flat = flat.replace("--restore-from ./pretrained_model/resnet101-imagenet.pth ", "")
     assert f"--dataset {dataset} {recipe} " in flat, train_call
