@@ -19,7 +19,15 @@ import torch
 from bench.common import markdown_table
 from utils.fileio import atomic_write
 
-BENCHMARKS = ("attention", "inplace_abn_memory", "context_cost", "data_pipeline", "eval_speed")
+BENCHMARKS = (
+    "attention",
+    "inplace_abn_memory",
+    "context_cost",
+    "data_pipeline",
+    "eval_speed",
+    "train_step_memory",
+    "whole_frame",
+)
 
 
 def machine_description() -> str:

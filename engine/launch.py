@@ -2,16 +2,27 @@
 
 One process, one process per GPU (``--gpu 0,1``, NCCL), N CPU processes (``--nproc N``, gloo),
 or whatever torchrun started (RANK / WORLD_SIZE / LOCAL_RANK).
+
+Exit statuses: 0 done; ``USAGE_STATUS`` (2) the command cannot run as given; ``RUN_STATUS`` (1)
+a started run failed; ``PREEMPTED_STATUS`` (75) training stopped on SIGTERM / SIGUSR1 after
+writing a checkpoint, continue with ``--resume``; 128 + N a process was killed by signal N.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing.connection
+import os
+import pickle
+import signal
+import sys
+import time
 from collections.abc import Callable
 
 import torch
 import torch.multiprocessing as mp
 
+from dataset.sampler import STOP_SIGNALS
 from engine.cli import (
     RUN_STATUS,
     USAGE_STATUS,
@@ -22,6 +33,12 @@ from engine.cli import (
     user_errors,
 )
 from utils.distributed import destroy_process_group, free_port, init_process_group, torchrun_env
+
+# sysexits.h EX_TEMPFAIL ("temporary failure; the user is invited to retry"): training stopped on
+# a stop signal after a checkpoint was written; the same command with --resume continues it.
+PREEMPTED_STATUS = 75
+# After one process fails, how long the others may take to end by themselves before they are killed.
+FAILURE_GRACE_S = 5.0
 
 
 def world_layout(args: argparse.Namespace) -> tuple[int, str]:
@@ -104,10 +121,84 @@ def launch(
     if how != "spawn":
         _process(env[2] if env is not None else 0, worker, args, prog, world_size, None)
         return
+    context = mp.start_processes(
+        _process,
+        args=(worker, args, prog, world_size, free_port()),
+        nprocs=world_size,
+        join=False,
+        start_method="spawn",
+    )
+    status = supervise(context)
+    if status:
+        raise SystemExit(status)
+
+
+def _exit_status(exitcode: int) -> int:
+    """A process's exit code as a shell reports it (killed by signal N: 128 + N)."""
+    return 128 - exitcode if exitcode < 0 else exitcode
+
+
+def supervise(context: mp.ProcessContext) -> int:
+    """Wait for the spawned processes and return the exit status of the whole.
+
+    Stop signals (SIGTERM, SIGUSR1) sent to this process are passed on to every child, which
+    decide together when to stop; children that stopped so (``PREEMPTED_STATUS``) are waited for.
+    When a child fails, the others get ``FAILURE_GRACE_S`` to end by themselves, then are killed:
+    they may be blocked in a collective that can no longer complete. Of the failed children, one
+    that reported a user error (its one line is printed) is the cause; others that died of it,
+    e.g. of the broken connection, are not. A child that raised an unexpected exception (a bug)
+    has its traceback re-raised here.
+    """
+
+    def forward(signum: int, frame) -> None:
+        for process in context.processes:
+            if process.is_alive():
+                os.kill(process.pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS}
     try:
-        mp.spawn(_process, args=(worker, args, prog, world_size, free_port()), nprocs=world_size)
-    except mp.ProcessExitedException as error:
-        # The failing process has printed its message already.
-        raise SystemExit(
-            error.exit_code if error.exit_code and error.exit_code > 0 else RUN_STATUS
-        ) from None
+        pending = {p.sentinel: rank for rank, p in enumerate(context.processes)}
+        finished: list[int] = []  # ranks in the order they ended
+        deadline = None
+        while pending:
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                break
+            for sentinel in multiprocessing.connection.wait(list(pending), timeout):
+                finished.append(pending.pop(sentinel))
+                context.processes[finished[-1]].join()
+            if deadline is None and _failures(context, finished):
+                deadline = time.monotonic() + FAILURE_GRACE_S
+        for rank in pending.values():  # killed: they are not failures of their own
+            context.processes[rank].kill()
+            context.processes[rank].join()
+        return _outcome(context, finished)
+    finally:
+        for stop_signal, handler in previous.items():
+            signal.signal(stop_signal, handler)
+        sys.stderr.flush()
+
+
+def _failures(context: mp.ProcessContext, ranks: list[int]) -> list[int]:
+    return [
+        rank
+        for rank in ranks
+        if _exit_status(context.processes[rank].exitcode) not in (0, PREEMPTED_STATUS)
+    ]
+
+
+def _outcome(context: mp.ProcessContext, finished: list[int]) -> int:
+    """The exit status of the children that ended by themselves, in that order (``supervise``)."""
+    failures = _failures(context, finished)
+    if not failures:
+        return max((_exit_status(context.processes[r].exitcode) for r in finished), default=0)
+    crashed = [rank for rank in failures if os.path.exists(context.error_files[rank])]
+    reported = [rank for rank in failures if rank not in crashed]
+    if reported:  # a user error, whose line is printed; the crashes followed from it
+        return _exit_status(context.processes[reported[0]].exitcode)
+    rank = crashed[0]  # the first to crash
+    with open(context.error_files[rank], "rb") as handle:
+        trace = pickle.load(handle)
+    raise mp.ProcessRaisedException(
+        f"\n\n-- process {rank} failed with:\n{trace}", rank, context.processes[rank].pid
+    )

@@ -5,30 +5,39 @@ The pieces are separate so each reads on its own: ``build_run`` (model, DDP wrap
 optimizer, scaler, loaders), ``restore_run`` (``--resume``), ``train_step`` (forward, loss terms,
 all-reduce, non-finite guard, backward, optimizer step) and ``after_step`` (log, validate,
 checkpoint). Checkpoints hold everything needed for ``--resume`` to equal an uninterrupted run.
+
+Faults: SIGTERM / SIGUSR1 (``StopRequest``) make every process finish its step, agree on the
+iteration, let rank 0 write a checkpoint and exit with ``PREEMPTED_STATUS``; a bad sample or a
+non-finite loss stops the run with one line naming it and the last good checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
+import shlex
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dataset import ResumableSampler
-from engine.cli import UserError, autocast_dtype, resolve_num_classes
-from engine.data import eval_dataset, make_loader, train_dataset
+from dataset import DatasetError, ResumableSampler
+from dataset.sampler import STOP_SIGNALS
+from engine.cli import UserError, autocast_dtype, one_line, resolve_num_classes
+from engine.data import Indexed, eval_dataset, make_loader, train_dataset
 from engine.evaluation import confusion_over
+from engine.launch import PREEMPTED_STATUS
 from engine.models import build_model, model_meta
 from network import method_spec
 from network.weights import restore_weights
@@ -41,19 +50,27 @@ from utils.checkpoint import (
     prune_checkpoints,
 )
 from utils.criterion import SegmentationLoss, ohem_mode
+from utils.fileio import atomic_path
 from utils.logger import TrainingLogger
 from utils.lr import poly_lr, set_lr
 from utils.metrics import scores
+from utils.recompute import enable_recompute
 from utils.rng import rng_state, seed_everything, set_rng_state
 
 # Flags a resumed run must share with the checkpoint for the weights (and sample stream) to fit.
 RESUME_MUST_MATCH = ("network", "method", "dataset", "num_classes", "batch_size", "seed")
 
-FAULT_HELP = """\
+FAULT_HELP = f"""\
+exit status: 0 done, 1 the run failed, 2 the command cannot run as given, {PREEMPTED_STATUS} stopped
+  on SIGTERM or SIGUSR1 after writing a checkpoint (run the same command with --resume).
+
 test hooks (environment variables, for exercising the guards and resume):
-  OCNET_FAULT_NAN_AT=N    make the loss of iteration N NaN (the NaN guard must stop training)
-  OCNET_FAULT_KILL_AT=N   SIGKILL the process during iteration N, after its backward
-  OCNET_DEBUG_DUMP_DIR=D  every rank saves its final weights to D/rank<r>.pth
+  OCNET_FAULT_NAN_AT=N        make the loss of iteration N NaN (the NaN guard must stop training)
+  OCNET_FAULT_KILL_AT=N       SIGKILL the process during iteration N, after its backward
+  OCNET_FAULT_SIGNAL_AT=N     rank 0 sends itself SIGTERM during iteration N, after its backward
+  OCNET_FAULT_SIGNAL_IN_SAVE=1  rank 0 sends itself SIGTERM while writing each checkpoint
+  OCNET_DEBUG_DUMP_DIR=D      every rank saves its final weights to D/rank<r>.pth
+  OCNET_DEBUG_SAMPLES_DIR=D   every rank appends the sample indices of each step to D/rank<r>.jsonl
 """
 
 
@@ -68,6 +85,9 @@ class FaultHooks:
     nan_at: int | None = None
     kill_at: int | None = None
     dump_dir: str | None = None
+    signal_at: int | None = None
+    signal_in_save: bool = False
+    samples_dir: str | None = None
 
     @classmethod
     def from_env(cls) -> FaultHooks:
@@ -79,6 +99,9 @@ class FaultHooks:
             number("OCNET_FAULT_NAN_AT"),
             number("OCNET_FAULT_KILL_AT"),
             os.environ.get("OCNET_DEBUG_DUMP_DIR") or None,
+            number("OCNET_FAULT_SIGNAL_AT"),
+            bool(number("OCNET_FAULT_SIGNAL_IN_SAVE")),
+            os.environ.get("OCNET_DEBUG_SAMPLES_DIR") or None,
         )
 
     def loss(self, step: int, loss: torch.Tensor) -> torch.Tensor:
@@ -87,11 +110,71 @@ class FaultHooks:
     def after_backward(self, step: int) -> None:
         if self.kill_at == step:
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.signal_at == step and dist_utils.get_rank() == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def during_save(self) -> None:
+        """Called between writing a checkpoint's temporary file and renaming it into place."""
+        if self.signal_in_save:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def step_samples(self, step: int, rank: int, metas: list[dict]) -> None:
+        if self.samples_dir:
+            os.makedirs(self.samples_dir, exist_ok=True)
+            record = {"iteration": step, "indices": [int(m["index"]) for m in metas]}
+            with open(os.path.join(self.samples_dir, f"rank{rank}.jsonl"), "a") as handle:
+                handle.write(json.dumps(record) + "\n")
 
     def at_end(self, model: nn.Module, rank: int) -> None:
         if self.dump_dir:
             os.makedirs(self.dump_dir, exist_ok=True)
             torch.save(model.state_dict(), os.path.join(self.dump_dir, f"rank{rank}.pth"))
+
+
+class StopRequest:
+    """Remembers the first stop signal (SIGTERM, SIGUSR1) this process receives.
+
+    The handler only takes note: the training loop finishes its step, and all processes agree
+    (``agree_to_stop``) before rank 0 writes the checkpoint. Later signals, e.g. one arriving
+    while the checkpoint is written, change nothing. ``with StopRequest() as stop:`` installs the
+    handlers and puts the previous ones back.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signal is None:
+            self.signal = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signal).name if self.signal is not None else "none"
+
+    def __enter__(self) -> StopRequest:
+        for stop_signal in STOP_SIGNALS:
+            self._previous[stop_signal] = signal.signal(stop_signal, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for stop_signal, handler in self._previous.items():
+            signal.signal(stop_signal, handler)
+        self._previous.clear()
+
+
+def agree_to_stop(stop: StopRequest, device: torch.device) -> bool:
+    """True on every process when any process was asked to stop (one all-reduce of a flag)."""
+    flag = torch.tensor([0.0 if stop.signal is None else 1.0], device=device)
+    return bool(dist_utils.all_reduce_sum(flag).item() > 0)
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that continues this run: the one that started it, plus ``--resume``."""
+    argv = list(sys.argv)
+    if not argv or not argv[0].endswith("train.py"):
+        return "the same train.py command with --resume"
+    return shlex.join(["python", *argv, *([] if args.resume else ["--resume"])])
 
 
 @dataclass
@@ -113,6 +196,7 @@ class TrainingRun:
     iteration: int
     last_saved: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    hooks: FaultHooks = field(default_factory=FaultHooks)
 
     @property
     def num_classes(self) -> int:
@@ -172,6 +256,18 @@ def setup_process(args: argparse.Namespace) -> None:
         torch.backends.cudnn.benchmark = True
 
 
+def process_seed(seed: int, rank: int, iteration: int = 0) -> int:
+    """The seed of rank ``rank``'s own random stream (dropout) from iteration ``iteration``.
+
+    At iteration 0 it is ``seed + rank``, as it always was; a resume whose checkpoint has no
+    state for this process (another number of processes) starts a stream of its own there.
+    """
+    if iteration == 0:
+        return seed + rank
+    words = np.random.SeedSequence([seed, rank, iteration]).generate_state(2, dtype=np.uint32)
+    return int(words[0]) << 32 | int(words[1])
+
+
 def build_run(
     args: argparse.Namespace,
     device: torch.device,
@@ -192,6 +288,9 @@ def build_run(
     model.to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
+    if getattr(args, "recompute", False):
+        wrapped = enable_recompute(model)
+        logger.info(f"--recompute: activations of {', '.join(wrapped)} recomputed in the backward")
     criterion = build_criterion(args, num_classes).to(device)
     # One parameter group, weight decay on everything, as the original.
     optimizer = torch.optim.SGD(
@@ -207,13 +306,15 @@ def build_run(
         len(dataset), args.batch_size, args.num_steps, start, args.seed, rank, world_size
     )
     per_rank_batch = args.batch_size // world_size
+    # Indexed: each sample's meta carries its position in the (repeated) list.
+    dataset = Indexed(dataset, range(len(dataset)))
     loader = make_loader(dataset, per_rank_batch, args.workers, device, sampler, args.seed)
     val_loader = None
     if args.val_every > 0:
         val_set = eval_dataset(args, "val", args.val_list)
         val_loader = make_loader(val_set, 1, args.workers, device, seed=args.seed)
     # From here on every rank draws its own dropout masks.
-    seed_everything(args.seed + rank)
+    seed_everything(process_seed(args.seed, rank))
     forward = model
     if world_size > 1:
         forward = DistributedDataParallel(
@@ -241,9 +342,15 @@ def restore_run(run: TrainingRun, checkpoint: dict) -> None:
     if len(states) == run.world_size:
         set_rng_state(states[run.rank], run.loader.generator)
     else:
+        # The sample stream is a function of the global position (ResumableSampler), so it
+        # continues exactly; the random streams and the split of each step over processes
+        # cannot, so each process starts a stream of its own at this iteration.
+        seed_everything(process_seed(run.args.seed, run.rank, run.iteration))
         run.logger.info(
-            f"--resume: checkpoint of {len(states)} processes, now {run.world_size}: random "
-            "streams restart, so the run will differ from an uninterrupted one"
+            f"warning: --resume: {checkpoint['path']} was written by {len(states)} process(es), "
+            f"this run has {run.world_size}: continuing at sample "
+            f"{run.iteration * run.args.batch_size} of the same sample stream, but the run is "
+            "no longer bit-exact (per-process batches and random streams change)"
         )
     run.logger.info(f"resumed from {checkpoint['path']} at iteration {run.iteration}")
 
@@ -313,7 +420,9 @@ def save_checkpoint(run: TrainingRun) -> str:
             "meta": model_meta(args, run.num_classes),
             "metrics": {k: float(v) for k, v in run.metrics.items()},
         }
-        atomic_save(checkpoint, path)
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+            run.hooks.during_save()
         prune_checkpoints(args.snapshot_dir, args.keep_checkpoints)
         run.logger.info(f"saved {path}")
     dist_utils.barrier()
@@ -342,9 +451,29 @@ def after_step(run: TrainingRun, values: dict[str, float]) -> None:
         save_checkpoint(run)
 
 
-def train_loop(run: TrainingRun, hooks: FaultHooks) -> None:
-    """Step until ``--num-steps``, then save the final weights."""
+def stop_for_signal(run: TrainingRun, stop: StopRequest) -> None:
+    """Checkpoint the iteration every process agreed on (unless saved already), say how to
+    continue, and exit with ``PREEMPTED_STATUS``."""
+    path = checkpoint_path(run.args.snapshot_dir, run.iteration)
+    if run.last_saved != path:
+        path = save_checkpoint(run)
+    cause = stop.name if stop.signal is not None else "a stop signal to another process"
+    run.logger.info(
+        f"stopped by {cause} after iteration {run.iteration}/{run.args.num_steps}; "
+        f"checkpoint {path}; to continue: {resume_command(run.args)}"
+    )
+    raise SystemExit(PREEMPTED_STATUS)
+
+
+def train_loop(run: TrainingRun, hooks: FaultHooks, stop: StopRequest | None = None) -> None:
+    """Step until ``--num-steps``, then save the final weights.
+
+    After each step the processes agree whether any of them was asked to stop (``stop``); if so
+    they checkpoint that iteration and exit (``stop_for_signal``). A bad sample met by the loader
+    stops the run with its file and list line, keeping the last good checkpoint.
+    """
     args = run.args
+    stop = stop or StopRequest()
     start, started = run.iteration, time.monotonic()
     run.model.train()
     progress = tqdm(
@@ -357,15 +486,27 @@ def train_loop(run: TrainingRun, hooks: FaultHooks) -> None:
         mininterval=1.0,
     )
     with progress:
-        for images, labels, _ in run.loader:
+        batches = iter(run.loader)
+        while run.iteration < args.num_steps:
+            try:
+                images, labels, metas = next(batches)
+            except StopIteration:
+                break
+            except DatasetError as error:
+                raise TrainingError(
+                    f"{one_line(error)}; training stopped before iteration {run.iteration + 1}, "
+                    f"last good checkpoint: {run.last_saved or 'none'}"
+                ) from None
+            hooks.step_samples(run.iteration + 1, run.rank, metas)
             values = train_step(run, images, labels, hooks)
             after_step(run, values)
             progress.set_postfix(
                 loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}", refresh=False
             )
             progress.update()
-            if run.iteration >= args.num_steps:
-                break
+            if run.iteration < args.num_steps and agree_to_stop(stop, run.device):
+                progress.close()
+                stop_for_signal(run, stop)
     final = os.path.join(args.snapshot_dir, f"CS_scenes_{args.num_steps}.pth")
     if run.rank == 0:
         # The weights under "model" (as in checkpoints) beside what rebuilds the model.
@@ -389,7 +530,8 @@ def train(args: argparse.Namespace, device: torch.device) -> None:
             print(f"train.py: nothing to do: {resume['path']} is at iteration {start}")
         return
     logger = TrainingLogger(args.snapshot_dir, enabled=rank == 0, start_iteration=start)
-    with contextlib.closing(logger):
+    # Stop signals are noted from here on; the first check is after the first step.
+    with contextlib.closing(logger), StopRequest() as stop:
         if args.resume and resume is None:
             logger.info(f"--resume: no checkpoint in {args.snapshot_dir}, starting from scratch")
         logger.info("arguments:\n" + "\n".join(f"  {k:18} {v}" for k, v in vars(args).items()))
@@ -398,6 +540,7 @@ def train(args: argparse.Namespace, device: torch.device) -> None:
             f"{args.batch_size // world_size} images each per step"
         )
         run = build_run(args, device, logger, start, restore=resume is None)
+        run.hooks = FaultHooks.from_env()
         if resume is not None:
             restore_run(run, resume)
-        train_loop(run, FaultHooks.from_env())
+        train_loop(run, run.hooks, stop)

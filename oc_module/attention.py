@@ -34,13 +34,18 @@ def softmax_attention(
     number of positions: a fused SDPA kernel when PyTorch has one for these shapes (on CPU the
     flash kernel needs contiguous q, k, v of one width, e.g. key = value = 256; on CUDA the
     memory-efficient kernel also takes a wider value), otherwise query chunks of at most
-    ``chunk_elements`` similarities.
+    ``chunk_elements`` similarities (:class:`ChunkedAttention`). On CPU with autograd the chunks
+    are used even for equal widths: the flash kernel's CPU backward measured about twice as
+    slow as the chunked one (bench/attention.py), while its forward is the faster of the two.
     """
     # [B, C, N] -> [B, 1, N, C]: one head, positions as the sequence, contiguous for SDPA.
     q = query.transpose(1, 2).contiguous().unsqueeze(1)
     k = key.transpose(1, 2).contiguous().unsqueeze(1)
     v = value.transpose(1, 2).contiguous().unsqueeze(1)
-    if torch._fused_sdp_choice(q, k, v) != SDPBackend.MATH.value:
+    backward_on_cpu = q.device.type == "cpu" and (
+        torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    )
+    if not backward_on_cpu and torch._fused_sdp_choice(q, k, v) != SDPBackend.MATH.value:
         # The default SDPA scale is C_k ** -0.5, the original's.
         return F.scaled_dot_product_attention(q, k, v).squeeze(1).transpose(1, 2)
     scale = query.shape[1] ** -0.5
@@ -112,10 +117,8 @@ class ChunkedAttention(torch.autograd.Function):
         weights_block = query.new_empty(batch, rows, key.shape[1])
         grad_block = torch.empty_like(weights_block)
         for start in range(0, queries, rows):
-            chunk, grad_chunk = (
-                query[:, start : start + rows],
-                grad_context[:, start : start + rows],
-            )
+            chunk = query[:, start : start + rows]
+            grad_chunk = grad_context[:, start : start + rows]
             full = chunk.shape[1] == rows
             weights = exp_similarities(chunk, key_t, weights_block if full else None)
             weights = weights.div_(weights.sum(-1, keepdim=True))  # P, [B, rows, N_k]

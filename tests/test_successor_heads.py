@@ -79,17 +79,24 @@ def test_attention_equals_naive(key_ch, value_ch, queries, keys, dtype) -> None:
         assert relative_error(out, expected) < 1e-5
 
 
-def test_fused_kernel_for_equal_widths_chunks_otherwise(monkeypatch) -> None:
-    """On CPU, SDPA's flash kernel needs one width for q, k, v; a wider value takes the chunks."""
+def test_path_per_shape_on_cpu(monkeypatch) -> None:
+    """On CPU, SDPA's flash kernel needs one width for q, k, v; a wider value takes the chunks,
+    and so does any call that needs a backward (the chunked backward is the faster there)."""
     calls = []
     chunked = attention_module.chunked_attention
     monkeypatch.setattr(
         attention_module, "chunked_attention", lambda *a: calls.append(1) or chunked(*a)
     )
-    softmax_attention(features(1, 8, 30), features(1, 8, 30), features(1, 8, 30))
+    equal = [features(1, 8, 30), features(1, 8, 30), features(1, 8, 30)]
+    softmax_attention(*equal)
     assert calls == []
     softmax_attention(features(1, 8, 30), features(1, 8, 30), features(1, 16, 30))
     assert calls == [1]
+    softmax_attention(*equal[:2], equal[2].requires_grad_())
+    assert calls == [1, 1]
+    with torch.no_grad():
+        softmax_attention(*equal)
+    assert calls == [1, 1]
 
 
 @pytest.mark.parametrize("grad", [False, True], ids=["inference", "with-backward"])
