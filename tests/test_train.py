@@ -215,6 +215,8 @@ def batch_loss(model: torch.nn.Module, method: str, batch) -> float:
         ("pyramid_oc_dsn", ["--fix-lr"]),
         ("asp_oc_dsn", ["--ohem", "--ohem-single", "--ohem-keep", "2000"]),
         ("base_oc_dsn", ["--amp", "bf16", "--channels-last"]),
+        ("isa_oc_dsn", []),
+        ("ocr_dsn", ["--ohem", "--ohem-single", "--ohem-keep", "2000"]),
     ],
 )
 def test_every_method_lowers_the_loss(data, tmp_path, method, extra):
