@@ -43,7 +43,7 @@ PROG = os.path.basename(__file__)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
     add_prediction_args(parser, split="val")
     group = parser.add_argument_group("outputs")
     cli.add_flag(group, "--store-output", "also write train-id, colour and panel PNGs")

@@ -37,7 +37,7 @@ SUFFIXES = {".safetensors": "safetensors", ".onnx": "onnx"}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--ckpt", "--restore-from", dest="ckpt", required=True, help=CKPT_HELP)

@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 
 import torch
 
 from dataset import dataset_info
 from dataset.check import build_sources, check_sources, format_table, summary
 from engine.cli import (
+    ArgumentParser,
     UserError,
     add_data_args,
     add_device_args,
     add_flag,
     add_model_args,
-    fail,
     list_path,
     resolve_num_classes,
 )
@@ -39,13 +40,6 @@ from utils.distributed import torchrun_env
 from utils.lock import FolderLock, FolderLockedError
 
 PROG = os.path.basename(__file__)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are one line like every other user error (no usage block)."""
-
-    def error(self, message: str):
-        fail(self.prog, f"{message} (see {self.prog} --help)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -249,7 +243,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise UserError(f"--restore-from {path} is not a file")
         # Loaded into a model without storage (meta): a file that is unreadable or does not fit
         # is reported now, before any process starts; the worker loads it for real.
-        with torch.device("meta"):
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")
             restore_weights(build_model(args, num_classes, norm_layer=ABN), path)
     if not os.path.isdir(args.data_dir):
         raise UserError(f"--data-dir {args.data_dir} is not a folder")

@@ -52,18 +52,25 @@ def read_list(list_path: str | os.PathLike, root: str | os.PathLike, fields: tup
     if not list_path.is_file():
         raise DatasetError(f"list file {list_path} not found")
     entries = []
-    with open(list_path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) not in fields:
-                expected = " or ".join(str(f) for f in fields)
-                raise DatasetError(
-                    f"{list_path} line {number}: expected {expected} fields "
-                    f"(image{' label' if max(fields) > 1 else ''}), found {len(parts)}: {line.strip()!r}"
-                )
-            entries.append((number, [os.path.join(root, p) for p in parts]))
+    try:
+        with open(list_path, encoding="utf-8") as handle:
+            lines = handle.readlines()
+    except UnicodeDecodeError as error:
+        raise DatasetError(
+            f"list file {list_path} is not UTF-8 text (byte {error.start}); "
+            "a list holds one 'image [label]' line per sample"
+        ) from None
+    for number, line in enumerate(lines, start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) not in fields:
+            expected = " or ".join(str(f) for f in fields)
+            raise DatasetError(
+                f"{list_path} line {number}: expected {expected} fields "
+                f"(image{' label' if max(fields) > 1 else ''}), found {len(parts)}: {line.strip()!r}"
+            )
+        entries.append((number, [os.path.join(root, p) for p in parts]))
     if not entries:
         raise DatasetError(f"list file {list_path} is empty")
     return entries

@@ -71,6 +71,13 @@ def report(prog: str, error: BaseException, rank: int, status: int) -> NoReturn:
     fail(prog, message if rank == 0 else f"(rank {rank}) {message}", status)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line like every other user error (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.prog, f"{message} (see {self.prog} --help)")
+
+
 def str2bool(value: str) -> bool:
     """argparse type for the original's ``--flag True/False`` (and ``--flag=False``) style."""
     lowered = str(value).lower()
