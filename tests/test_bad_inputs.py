@@ -172,12 +172,8 @@ def rows() -> list[Row]:
 
 ROWS = rows()
 
-# Rows that fail because of code outside train.py's files; strict, so a fix makes them fail until
-# they are taken off this list.
-USAGE_BLOCK = (
-    "argparse prints its usage block before the error line; it needs train.py's one-line "
-    "parser error (engine.cli should own it)"
-)
+# Row id -> why it fails, for a row waiting on a fix elsewhere; strict xfail, so the fix shows up
+# as a failure until the row is taken off this list. Empty: every row passes.
 KNOWN_FAILURES: dict[str, str] = {}
 
 
