@@ -38,6 +38,10 @@ def softmax_attention(
     are used even for equal widths: the flash kernel's CPU backward measured about twice as
     slow as the chunked one (bench/attention.py), while its forward is the faster of the two.
     """
+    if exporting():
+        # A graph for other runtimes: plain matmul + softmax (they have no chunked kernel, and a
+        # Python loop over chunks would freeze the traced size). Holds the N_q x N_k map.
+        return torch.matmul(value, attention_weights(query, key).transpose(1, 2))
     # [B, C, N] -> [B, 1, N, C]: one head, positions as the sequence, contiguous for SDPA.
     q = query.transpose(1, 2).contiguous().unsqueeze(1)
     k = key.transpose(1, 2).contiguous().unsqueeze(1)
@@ -45,7 +49,12 @@ def softmax_attention(
     backward_on_cpu = q.device.type == "cpu" and (
         torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     )
-    if not backward_on_cpu and torch._fused_sdp_choice(q, k, v) != SDPBackend.MATH.value:
+    empty = q.shape[2] == 0 or k.shape[2] == 0  # e.g. Pyramid-OC's regions of a tiny map
+    if (
+        not backward_on_cpu
+        and not empty
+        and torch._fused_sdp_choice(q, k, v) != SDPBackend.MATH.value
+    ):
         # The default SDPA scale is C_k ** -0.5, the original's.
         return F.scaled_dot_product_attention(q, k, v).squeeze(1).transpose(1, 2)
     scale = query.shape[1] ** -0.5
@@ -62,7 +71,8 @@ def chunked_attention(
     A chunk holds ``[B, rows, N_k]`` similarities, ``rows = chunk_elements // (B * N_k)`` (at
     least one row): one such block in the forward, two in the backward.
     """
-    rows = min(query.shape[1], max(1, chunk_elements // (query.shape[0] * key.shape[1])))
+    per_row = max(1, query.shape[0] * key.shape[1])
+    rows = max(1, min(query.shape[1], chunk_elements // per_row))
     return ChunkedAttention.apply(query, key, value, rows)
 
 
@@ -130,6 +140,11 @@ class ChunkedAttention(torch.autograd.Function):
         return grad_query, grad_key, grad_value, None
 
 
+def exporting() -> bool:
+    """Whether the model is being traced or exported (ONNX, ``torch.export``), not run."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+
+
 def attention_weights(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
     """The softmax weights of a few queries: ``[B, C_k, N_q]``, ``[B, C_k, N_k]`` ->
     ``[B, N_q, N_k]``, with :func:`softmax_attention`'s scale. For pictures of one pixel's
@@ -146,7 +161,7 @@ def object_attention(key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     batch, _, height, width = key.shape
     key = key.flatten(2)  # [B, C_k, H*W]
     context = softmax_attention(key, key, value.flatten(2))  # [B, C_v, H*W]
-    return context.reshape(batch, -1, height, width)
+    return context.reshape(batch, value.shape[1], height, width)
 
 
 class ObjectContext(nn.Module):

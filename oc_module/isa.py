@@ -8,8 +8,6 @@ each ``down_factor`` block. Module names follow openseg.pytorch (``stages.0.long
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,7 +61,8 @@ def pad_to_multiple(x: torch.Tensor, dh: int, dw: int) -> tuple[torch.Tensor, in
     """Zero-pad ``x`` to multiples of ``(dh, dw)``, half on each side, the odd pixel at the
     bottom/right (openseg's split); returns the padded map and the top and left padding."""
     height, width = x.shape[2:]
-    pad_h, pad_w = math.ceil(height / dh) * dh - height, math.ceil(width / dw) * dw - width
+    # -n % d, not ceil(n / d) * d - n: integer arithmetic on sizes stays in a traced graph.
+    pad_h, pad_w = -height % dh, -width % dw
     top, left = pad_h // 2, pad_w // 2
     return F.pad(x, (left, pad_w - left, top, pad_h - top)), top, left
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import torch
 from torch import nn
 
@@ -25,8 +23,8 @@ class RegionObjectContext(ObjectContext):
 
     The original's _PyramidSelfAttentionBlock (no pooling; its ``scale`` is the partition),
     which loops over the s*s regions. Here regions of one shape are stacked into one batch for
-    a single attention call: at most four calls (inner regions, last row, last column, corner)
-    however large s is, and one when the map divides evenly.
+    a single attention call: four calls (inner regions, last column, last row, corner) however
+    large s is.
     """
 
     def __init__(
@@ -42,25 +40,42 @@ class RegionObjectContext(ObjectContext):
         self.partitions = partitions
 
     def attend(self, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        height, width = key.shape[2:]
-        if self.partitions == 1:
+        """Pixels attend within their region; regions of one shape in one attention call."""
+        parts = self.partitions
+        if parts == 1:
             return object_attention(key, value)
-        by_shape: dict[tuple[int, int], list[tuple[slice, slice]]] = defaultdict(list)
-        for top, bottom in region_bounds(height, self.partitions):
-            for left, right in region_bounds(width, self.partitions):
-                if bottom > top and right > left:  # a map smaller than s has empty regions
-                    by_shape[bottom - top, right - left].append(
-                        (slice(top, bottom), slice(left, right))
-                    )
-        context = value.new_empty(value.shape)
-        batch = key.shape[0]
-        for regions in by_shape.values():
-            keys = torch.cat([key[:, :, rows, cols] for rows, cols in regions])
-            values = torch.cat([value[:, :, rows, cols] for rows, cols in regions])
-            attended = object_attention(keys, values).split(batch)
-            for (rows, cols), region_context in zip(regions, attended):
-                context[:, :, rows, cols] = region_context
-        return context
+        batch, _, height, width = key.shape
+        # region_bounds' split as four blocks: the (s-1) x (s-1) grid of equal regions, the
+        # last column, the last row and the corner. Sizes stay arithmetic on the map's shape
+        # (no Python list of regions), so a traced graph fits every input size.
+        inner_h, inner_w = height // parts * (parts - 1), width // parts * (parts - 1)
+        bands = []
+        for rows, row_count in ((slice(0, inner_h), parts - 1), (slice(inner_h, None), 1)):
+            blocks = []
+            for cols, col_count in ((slice(0, inner_w), parts - 1), (slice(inner_w, None), 1)):
+                grid = (row_count, col_count)
+                context = object_attention(
+                    to_regions(key[:, :, rows, cols], *grid),
+                    to_regions(value[:, :, rows, cols], *grid),
+                )
+                blocks.append(from_regions(context, batch, *grid))
+            bands.append(torch.cat(blocks, dim=3))
+        return torch.cat(bands, dim=2)
+
+
+def to_regions(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """``[B, C, rows*h, cols*w] -> [B*rows*cols, C, h, w]``: each region its own sample."""
+    batch, channels, height, width = x.shape
+    x = x.reshape(batch, channels, rows, height // rows, cols, width // cols)
+    x = x.permute(0, 2, 4, 1, 3, 5)  # [B, rows, cols, C, h, w]
+    return x.reshape(batch * rows * cols, channels, height // rows, width // cols)
+
+
+def from_regions(x: torch.Tensor, batch: int, rows: int, cols: int) -> torch.Tensor:
+    """The inverse of :func:`to_regions`: ``[B*rows*cols, C, h, w] -> [B, C, rows*h, cols*w]``."""
+    _, channels, height, width = x.shape
+    x = x.reshape(batch, rows, cols, channels, height, width).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(batch, channels, rows * height, cols * width)
 
 
 class PyramidOC(nn.Module):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import pickle
 from pathlib import Path
 
@@ -211,15 +212,8 @@ def test_export_errors_are_one_line(setup, tmp_path, capsys):
 
 # --- ONNX --------------------------------------------------------------------------------------
 
+
 # Methods whose oc_module code cannot be traced with a dynamic size yet, and why.
-NOT_YET_EXPORTABLE = {
-    "pyramid_oc_dsn": "RegionObjectContext.attend groups regions by Python sizes",
-    "asp_oc_dsn": "softmax_attention's chunked path (ChunkedAttention) is an autograd.Function "
-    "looping over query chunks in Python",
-    "isa_oc_dsn": "pad_to_multiple computes the padding with math.ceil; also the chunked path",
-}
-
-
 def onnx_model(method: str, seed: int = 0):
     """A small random model with its context switched on (W starts at zero)."""
     torch.manual_seed(seed)
@@ -266,24 +260,39 @@ def one_thread():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "method",
-    [
-        pytest.param(
-            m,
-            marks=pytest.mark.xfail(reason=NOT_YET_EXPORTABLE[m], raises=ExportError, strict=False),
-        )
-        if m in NOT_YET_EXPORTABLE
-        else m
-        for m in METHODS
-    ],
-)
+@pytest.mark.parametrize("method", list(METHODS))
 def test_onnx_matches_torch_at_other_sizes(method, tmp_path):
     model = onnx_model(method)
     path = tmp_path / f"{method}.onnx"
     meta = {**META, "network": "resnet18", "method": method, "num_classes": 5}
     export_onnx(model, meta, path, size=(64, 96))
     check_onnx(path, model, method)
+
+
+class FrozenSize(torch.nn.Module):
+    """Pads to a multiple of 8 the way that freezes a trace: ``math.ceil`` on a size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 5, 1)
+
+    def forward(self, x):
+        padded = math.ceil(x.shape[2] / 8) * 8  # the line the error must name
+        return self.conv(F.pad(x, (0, 0, 0, padded - x.shape[2])))
+
+
+def test_onnx_export_refuses_a_graph_frozen_to_the_export_size(tmp_path):
+    path = tmp_path / "frozen.onnx"
+    with pytest.raises(ExportError) as error:
+        export_onnx(FrozenSize(), {**META, "method": "frozen"}, path, size=(60, 96))
+    line = next(
+        number
+        for number, text in enumerate(Path(__file__).read_text().splitlines(), 1)
+        if "the line the error must name" in text
+    )
+    assert "cannot be exported with a dynamic input size" in str(error.value)
+    assert f"test_export.py:{line}" in str(error.value)
+    assert not path.exists() and not list(tmp_path.iterdir())
 
 
 @pytest.mark.slow

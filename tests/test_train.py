@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import train
+from engine.launch import PREEMPTED_STATUS
 from network import get_segmentation_model
 from utils.checkpoint import load_checkpoint
 from utils.criterion import CriterionCrossEntropy, CriterionDSN
@@ -352,6 +353,45 @@ def test_two_process_ddp_keeps_replicas_identical(data, tmp_path, monkeypatch):
     # Each rank draws its own dropout masks: different torch streams.
     assert not torch.equal(states[0]["torch"], states[1]["torch"])
     assert [r["iteration"] for r in metrics(snapshot)] == [1, 2, 3]
+
+
+HRNET = ("--network", "hrnetv2_w18", "--method", "ocr_dsn", "--amp", "bf16")
+
+
+@pytest.mark.slow
+def test_hrnet_ocr_in_ddp_with_amp_syncs_batchnorm(data, tmp_path, monkeypatch):
+    """Two gloo processes: identical replicas, and BatchNorm statistics synchronised across them
+    (each process sees other images, so per-process statistics would differ)."""
+    snapshot, dump = tmp_path / "snap", tmp_path / "ranks"
+    monkeypatch.setenv("OCNET_DEBUG_DUMP_DIR", str(dump))
+    run_main(cli(data, snapshot, *HRNET, "--nproc", "2", "--num-steps", "2"))
+    rank0 = torch.load(dump / "rank0.pth", weights_only=True)
+    rank1 = torch.load(dump / "rank1.pth", weights_only=True)
+    assert_same_weights(rank0, rank1)
+    initial = get_segmentation_model("hrnetv2_w18_ocr_dsn", num_classes=19).state_dict()
+    for key in ("conv1.weight", "stage4.2.fuse_layers.0.3.0.weight", "head.weight"):
+        assert not torch.equal(rank0[key], initial[key]), key
+    stats = [k for k in rank0 if k.endswith("running_mean")]
+    assert len(stats) > 100 and not any(torch.equal(rank0[k], initial[k]) for k in stats)
+    meta = load_checkpoint(snapshot / "CS_scenes_2.pth")["meta"]
+    assert (meta["network"], meta["method"]) == ("hrnetv2_w18", "ocr_dsn")
+
+
+@pytest.mark.slow
+def test_hrnet_ocr_resume_with_amp_equals_an_uninterrupted_run(data, tmp_path, monkeypatch):
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    run_main(cli(data, reference, *HRNET, "--num-steps", "4"))
+    monkeypatch.setenv("OCNET_FAULT_SIGNAL_AT", "3")  # SIGTERM: checkpoint after step 3, stop
+    with pytest.raises(SystemExit) as stopped:
+        run_main(cli(data, resumed, *HRNET, "--num-steps", "4"))
+    assert stopped.value.code == PREEMPTED_STATUS
+    monkeypatch.delenv("OCNET_FAULT_SIGNAL_AT")
+    run_main(cli(data, resumed, *HRNET, "--num-steps", "4", "--resume"))
+    assert_same_weights(
+        torch.load(resumed / "CS_scenes_4.pth", weights_only=True)["model"],
+        torch.load(reference / "CS_scenes_4.pth", weights_only=True)["model"],
+    )
+    assert metrics(resumed) == metrics(reference)
 
 
 # ------------------------------------------------------------------------------------------------
