@@ -10,7 +10,7 @@ normalize), so every tool's ``--ckpt`` and ``train.py --restore-from`` take the 
 ONNX model takes a normalised ``image`` ``[batch, 3, height, width]`` (any size; the metadata
 ``input`` says how to normalise) and returns ``logits`` ``[batch, classes, height, width]``;
 ONNX export needs the development package ``onnx`` (``onnxscript`` too for ``--exporter dynamo``;
-``onnxruntime``, when installed, checks the file at two other sizes before it is written).
+``onnxruntime``, when installed, checks the file at three other sizes before it is written).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     cli.add_flag(
         parser,
         "--no-verify",
-        "ONNX: skip running the file with onnxruntime at two other sizes before writing it",
+        "ONNX: skip running the file with onnxruntime at three other sizes before writing it",
     )
     return parser
 

@@ -6,7 +6,7 @@ height and width. Both exporters refuse a model whose Python code turns the inpu
 numbers (loops, ``if``, ``math.ceil`` on sizes) instead of writing a graph that only fits the
 size it was traced at: ``torchscript`` (tracing) through torch's ``TracerWarning``, ``dynamo``
 (``torch.export`` with ``Dim.DYNAMIC``) through its symbolic shapes. Before writing, the file is
-run by onnxruntime (when installed) at two other sizes and compared with torch.
+run by onnxruntime (when installed) at three other sizes and compared with torch.
 """
 
 from __future__ import annotations
@@ -210,9 +210,11 @@ def verify_onnx(
 
 
 def verification_sizes(size: tuple[int, int]) -> list[tuple[int, int]]:
-    """Two sizes other than the export size, one of them not divisible by 8."""
+    """Three sizes other than the export size, two not divisible by 8, one about twice as
+    large: a graph that fixed ``h // s`` (Pyramid-OC's region size) at the export size fails
+    there."""
     height, width = size
-    return [(height + 8, width + 24), (height - 7, width + 5)]
+    return [(height + 8, width + 24), (height - 7, width + 5), (2 * height + 8, 2 * width - 7)]
 
 
 def export_onnx(
@@ -229,8 +231,9 @@ def export_onnx(
     output ``logits`` ``[batch, classes, height, width]``; the metadata also holds ``meta``.
     ``exporter``: ``torchscript`` (tracing; fast) or ``dynamo`` (``torch.export``; the exporter
     PyTorch develops, minutes for the larger heads on a small CPU). Either refuses a model
-    whose graph would be fixed to the export size. With ``verify`` (and onnxruntime installed)
-    the file is run at two other sizes and compared with torch before it is written.
+    whose graph would be fixed to the export size, as far as tracing warns of it and the
+    check at other sizes shows. With ``verify`` (and onnxruntime installed) the file is run at
+    three other sizes and compared with torch before it is written.
     """
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")

@@ -42,6 +42,8 @@ def softmax_attention(
         # A graph for other runtimes: plain matmul + softmax (they have no chunked kernel, and a
         # Python loop over chunks would freeze the traced size). Holds the N_q x N_k map.
         return torch.matmul(value, attention_weights(query, key).transpose(1, 2))
+    if key.shape[2] == 0:  # nothing to attend to: no context (a softmax over no keys)
+        return value.new_zeros(value.shape[0], value.shape[1], query.shape[2])
     # [B, C, N] -> [B, 1, N, C]: one head, positions as the sequence, contiguous for SDPA.
     q = query.transpose(1, 2).contiguous().unsqueeze(1)
     k = key.transpose(1, 2).contiguous().unsqueeze(1)
@@ -49,7 +51,7 @@ def softmax_attention(
     backward_on_cpu = q.device.type == "cpu" and (
         torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     )
-    empty = q.shape[2] == 0 or k.shape[2] == 0  # e.g. Pyramid-OC's regions of a tiny map
+    empty = q.shape[2] == 0  # e.g. Pyramid-OC's regions of a map smaller than s x s
     if (
         not backward_on_cpu
         and not empty
@@ -145,11 +147,16 @@ def exporting() -> bool:
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
 
 
-def attention_weights(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+def attention_weights(
+    query: torch.Tensor, key: torch.Tensor, allowed: torch.Tensor | None = None
+) -> torch.Tensor:
     """The softmax weights of a few queries: ``[B, C_k, N_q]``, ``[B, C_k, N_k]`` ->
     ``[B, N_q, N_k]``, with :func:`softmax_attention`'s scale. For pictures of one pixel's
-    attention, where the N x N map would not fit."""
+    attention, where the N x N map would not fit, and for exported graphs. ``allowed``
+    (``[N_q, N_k]`` bool) restricts each query to some keys; every row needs one."""
     similarity = torch.matmul(query.transpose(1, 2), key) * query.shape[1] ** -0.5
+    if allowed is not None:
+        similarity = similarity.masked_fill(~allowed, float("-inf"))
     return torch.softmax(similarity, dim=-1)
 
 

@@ -7,7 +7,7 @@ from torch import nn
 
 from inplace_abn import NormLayer, default_norm_layer
 
-from .attention import ObjectContext, object_attention
+from .attention import ObjectContext, attention_weights, exporting, object_attention
 
 
 def region_bounds(length: int, parts: int) -> list[tuple[int, int]]:
@@ -44,10 +44,11 @@ class RegionObjectContext(ObjectContext):
         parts = self.partitions
         if parts == 1:
             return object_attention(key, value)
+        if exporting():
+            return self.attend_masked(key, value)
         batch, _, height, width = key.shape
         # region_bounds' split as four blocks: the (s-1) x (s-1) grid of equal regions, the
-        # last column, the last row and the corner. Sizes stay arithmetic on the map's shape
-        # (no Python list of regions), so a traced graph fits every input size.
+        # last column, the last row and the corner; no Python list of regions.
         inner_h, inner_w = height // parts * (parts - 1), width // parts * (parts - 1)
         bands = []
         for rows, row_count in ((slice(0, inner_h), parts - 1), (slice(inner_h, None), 1)):
@@ -61,6 +62,28 @@ class RegionObjectContext(ObjectContext):
                 blocks.append(from_regions(context, batch, *grid))
             bands.append(torch.cat(blocks, dim=3))
         return torch.cat(bands, dim=2)
+
+    def attend_masked(self, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """The same context as one attention over the whole map, each pixel allowed only the
+        pixels of its region: for exported graphs, which hold the N x N map anyway (the s = 1
+        stage) and must fit every input size, including maps smaller than s x s."""
+        batch, _, height, width = key.shape
+        rows = region_index(height, self.partitions, key.device)  # [H]
+        cols = region_index(width, self.partitions, key.device)  # [W]
+        region = (rows[:, None] * self.partitions + cols[None, :]).flatten()  # [H*W]
+        allowed = region[:, None] == region[None, :]  # [N, N]
+        weights = attention_weights(key.flatten(2), key.flatten(2), allowed)  # [B, N, N]
+        context = torch.matmul(value.flatten(2), weights.transpose(1, 2))  # [B, C_v, N]
+        return context.reshape(batch, value.shape[1], height, width)
+
+
+def region_index(length: int, parts: int, device: torch.device) -> torch.Tensor:
+    """The ``region_bounds`` part of each position ``0..length-1`` as a tensor: the number of
+    part starts ``j * (length // parts)``, ``j = 1..parts-1``, at or before it. Arithmetic on
+    the length only, so a traced graph follows the input size."""
+    positions = torch.arange(length, device=device)
+    starts = torch.arange(1, parts, device=device) * (length // parts)
+    return (positions[:, None] >= starts[None, :]).sum(dim=1)
 
 
 def to_regions(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:

@@ -28,7 +28,7 @@ from engine.models import meta_from_checkpoint, resolve_model_args
 from inplace_abn import ABN
 from network import METHODS, get_segmentation_model
 from network.weights import read_state_dict, restore_weights
-from oc_module import ObjectContext
+from oc_module import ObjectContext, RegionObjectContext
 from utils.checkpoint import CheckpointError, is_safetensors, load_checkpoint
 
 onnx = pytest.importorskip("onnx")
@@ -213,7 +213,6 @@ def test_export_errors_are_one_line(setup, tmp_path, capsys):
 # --- ONNX --------------------------------------------------------------------------------------
 
 
-# Methods whose oc_module code cannot be traced with a dynamic size yet, and why.
 def onnx_model(method: str, seed: int = 0):
     """A small random model with its context switched on (W starts at zero)."""
     torch.manual_seed(seed)
@@ -267,6 +266,36 @@ def test_onnx_matches_torch_at_other_sizes(method, tmp_path):
     meta = {**META, "network": "resnet18", "method": method, "num_classes": 5}
     export_onnx(model, meta, path, size=(64, 96))
     check_onnx(path, model, method)
+
+
+class Regions(torch.nn.Module):
+    """Pyramid-OC's s = 6 stage on the image itself: the stride-8 maps of tiny inputs (fewer
+    rows or columns than parts, empty regions) at sizes a test can afford."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.block = RegionObjectContext(3, 2, 4, 5, partitions=6, norm_layer=ABN).eval()
+        torch.nn.init.normal_(self.block.W.weight, 0, 0.5)
+
+    def forward(self, x):
+        return self.block(x)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_pyramid_regions_export_at_every_size(exporter, tmp_path):
+    """Exported at 8x12 (one row per region); right at maps smaller than 6x6 and at maps with
+    several rows per region, where a graph fixed to the export size would fail."""
+    model, path = Regions(), tmp_path / "regions.onnx"
+    export_onnx(model, {**META, "method": "regions"}, path, size=(8, 12), exporter=exporter)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for height, width in ((3, 5), (6, 6), (5, 13), (13, 17), (26, 31)):
+        image = torch.randn(2, 3, height, width)
+        with torch.no_grad():
+            expected = model(image).numpy()
+        actual = session.run(["logits"], {"image": image.numpy()})[0]
+        np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
 
 
 class FrozenSize(torch.nn.Module):

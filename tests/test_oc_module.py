@@ -18,6 +18,7 @@ from oc_module import (
     object_attention,
     region_bounds,
 )
+from oc_module.pyramid_oc import region_index
 
 TOL = {"rtol": 1e-10, "atol": 1e-12}
 
@@ -138,13 +139,28 @@ def test_region_bounds_match_original_split() -> None:
 @pytest.mark.parametrize(
     ("partitions", "size"),
     [(1, (7, 9)), (2, (8, 10)), (3, (9, 12)), (6, (12, 18)), (2, (7, 9)), (3, (11, 13)),
-     (6, (13, 8)), (6, (4, 9))],
-    ids=["s1", "s2-equal", "s3-equal", "s6-equal", "s2-odd", "s3-odd", "s6-odd", "s6-smaller"],
+     (6, (13, 8)), (6, (4, 9)), (6, (9, 4)), (6, (6, 6)), (3, (1, 2))],
+    ids=["s1", "s2-equal", "s3-equal", "s6-equal", "s2-odd", "s3-odd", "s6-odd", "s6-smaller",
+         "s6-narrower", "s6-exact", "s3-tiny"],
 )  # fmt: skip
 def test_region_object_context_equals_naive(partitions: int, size: tuple[int, int]) -> None:
     block = randomise(RegionObjectContext(12, 6, 12, 10, partitions, norm_layer=ABN))
     x = features(2, 12, *size)
-    torch.testing.assert_close(block(x), naive_region_context(block, x, partitions), **TOL)
+    expected = naive_region_context(block, x, partitions)
+    torch.testing.assert_close(block(x), expected, **TOL)
+    # The exported graphs' form: one attention over the map, masked to each pixel's region.
+    key, value = block.f_key(x), block.f_value(x)
+    torch.testing.assert_close(block.W(block.attend_masked(key, value)), expected, **TOL)
+
+
+def test_region_index_matches_region_bounds() -> None:
+    for length in range(15):
+        for parts in range(1, 8):
+            expected = [
+                next(j for j, (a, b) in enumerate(region_bounds(length, parts)) if a <= i < b)
+                for i in range(length)
+            ]
+            assert region_index(length, parts, torch.device("cpu")).tolist() == expected
 
 
 def test_base_oc_equals_naive() -> None:
@@ -197,11 +213,14 @@ def test_aspoc_equals_naive() -> None:
     assert head.conv_bn_dropout[2].p == 0.1
 
 
-def test_gradients_match_naive() -> None:
-    block = randomise(RegionObjectContext(8, 4, 8, 8, 3, norm_layer=ABN))
-    x = features(1, 8, 7, 8).requires_grad_()
+@pytest.mark.parametrize(("partitions", "size"), [(3, (7, 8)), (6, (4, 9))])
+def test_gradients_match_naive(partitions: int, size: tuple[int, int]) -> None:
+    """Also through empty regions (a 4-row map in 6 row parts)."""
+    block = randomise(RegionObjectContext(8, 4, 8, 8, partitions, norm_layer=ABN))
+    x = features(1, 8, *size).requires_grad_()
     (grad,) = torch.autograd.grad(block(x).square().sum(), x)
-    (expected,) = torch.autograd.grad(naive_region_context(block, x, 3).square().sum(), x)
+    naive = naive_region_context(block, x, partitions)
+    (expected,) = torch.autograd.grad(naive.square().sum(), x)
     torch.testing.assert_close(grad, expected, **TOL)
 
 
