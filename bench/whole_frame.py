@@ -6,6 +6,10 @@ counted by ``torch.utils.flop_counter`` on the meta device (convolutions, matmul
 element-wise work is not counted), and achieved GFLOP/s. Every number is also given as a ratio to
 ``resnet101_baseline`` measured in the same run. Eval mode, ``torch.inference_mode``, float32,
 plain ABN (what the prediction tools use).
+
+A context head cannot cost less time than its extra FLOPs at the machine's best rate, so the
+table also gives that rate (a large float32 matmul) and, per method, the time bound it implies:
+the baseline's time plus the extra FLOPs at that rate.
 """
 
 from __future__ import annotations
@@ -37,6 +41,33 @@ def forward_seconds(name: str, height: int, width: int, threads: int) -> float:
         started = time.perf_counter()
         model(image)
         return time.perf_counter() - started
+
+
+def matmul_gflops_per_s(threads: int, size: int = 4096, repeats: int = 3) -> float:
+    """The best rate of a ``size``-cubed float32 matmul (run in a fresh process)."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def bound_rows(results: dict[str, dict], peak: float, size: str, note: str) -> list[dict]:
+    """The peak rate, and each model's time if its FLOPs beyond the baseline's ran at it."""
+    reference = results[REFERENCE]
+    rows = [row("float32 matmul 4096^3 achieved", peak, reference["gflops_per_s"], "GFLOP/s",
+                REFERENCE, f"{note}, best of 3")]  # fmt: skip
+    for name, values in results.items():
+        if name != REFERENCE and name.startswith("resnet101"):
+            extra = max(0.0, values["gflops"] - reference["gflops"])
+            rows.append(row(f"{name} {size} time bound", reference["seconds"] + extra / peak,
+                            reference["seconds"], "s", REFERENCE,
+                            "baseline time + extra FLOPs at the matmul rate"))  # fmt: skip
+    return rows
 
 
 def count_flops(name: str, height: int, width: int) -> int:
@@ -84,7 +115,10 @@ def run(quick: bool = False, threads: int = 2) -> list[dict]:
     frame, crop = ((257, 513), (193, 193)) if quick else ((1024, 2048), (769, 769))
     note = f"{threads} threads, one pass, fresh process per model"
     names = models()
-    rows = rows_for(measure(names, *frame, threads), f"{frame[0]}x{frame[1]}", note)
+    frame_results = measure(names, *frame, threads)
+    rows = rows_for(frame_results, f"{frame[0]}x{frame[1]}", note)
+    peak = run_isolated("bench.whole_frame:matmul_gflops_per_s", threads)["result"]
+    rows += bound_rows(frame_results, peak, f"{frame[0]}x{frame[1]}", f"{threads} threads")
     crop_names = [REFERENCE] + [n for n in names if n.startswith("hrnet")]
     rows += rows_for(measure(crop_names, *crop, threads), f"{crop[0]}x{crop[1]}", note)
     return rows
