@@ -9,13 +9,27 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The peak is VmHWM of /proc/self/status, the high-water mark of this process's own memory map.
+# Not ru_maxrss: Linux carries it over from the parent through fork and exec, so a child of a
+# large benchmark process would report the parent's size as its own peak.
 _ISOLATED = """
 import importlib, json, resource, sys
+
+def high_water_kib():
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
 module, function, args = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 fn = getattr(importlib.import_module(module), function)
-baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+baseline = high_water_kib()
 result = fn(*args)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = high_water_kib()
 print("@@RESULT@@" + json.dumps({"result": result, "baseline_mib": baseline / 1024,
                                  "peak_mib": peak / 1024, "delta_mib": (peak - baseline) / 1024}))
 """
@@ -26,7 +40,7 @@ def run_isolated(target: str, *args, timeout: float = 1800) -> dict:
 
     Peak memory must come from a fresh process: the allocator keeps freed pages, so a second case
     in the same process would read the first one's peak. ``delta_mib`` is the peak resident set
-    growth during the call (Linux ``ru_maxrss``); the call's own JSON result is under ``result``.
+    growth during the call (Linux ``VmHWM``); the call's own JSON result is under ``result``.
     """
     module, function = target.split(":")
     proc = subprocess.run(
@@ -72,3 +86,10 @@ def markdown_table(rows: list[dict]) -> str:
 
 def print_rows(rows: list[dict]) -> None:
     print(markdown_table(rows))
+
+
+def calibration_case(mib: int) -> int:
+    """A case of known peak: ``mib`` MiB written once (checks ``run_isolated``'s measure)."""
+    block = bytearray(mib * 2**20)
+    block[::4096] = b"\1" * len(block[::4096])  # touch every page
+    return len(block) // 2**20
