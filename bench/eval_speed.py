@@ -2,7 +2,7 @@
 CPU cost of whole-image vs. sliding-window inference of resnet101_asp_oc_dsn.
 
 Scoring: both read the same label-id prediction PNGs and ground-truth PNGs (synthetic, 1024x2048)
-and produce class IoUs; ours maps ids through a lookup table and counts pairs with
+and produce class IoUs; ours maps ids through a lookup table and counts uint8 pairs with one
 ``torch.bincount``, the official script (cityscapesscripts, pure-Python path when its Cython
 extension is not built) uses ``np.unique``. Inference: one image through the full model with random
 weights, whole vs. 769x769 tiles (overlap 1/3, 8 tiles, as ``evaluate.py --predict-choice
@@ -60,8 +60,9 @@ def score_ours(preds: list[str], gts: list[str]) -> float:
     lut = DATASETS["cityscapes"].label_lut
     confusion = torch.zeros(19, 19, dtype=torch.int64)
     for pred_path, gt_path in zip(preds, gts):
-        pred = lut[cv2.imread(pred_path, cv2.IMREAD_UNCHANGED)]
-        gt = lut[cv2.imread(gt_path, cv2.IMREAD_UNCHANGED)]
+        # The loaders' mapping (dataset.base): a 256-entry table through cv2.LUT, uint8 out.
+        pred = cv2.LUT(cv2.imread(pred_path, cv2.IMREAD_UNCHANGED), lut)
+        gt = cv2.LUT(cv2.imread(gt_path, cv2.IMREAD_UNCHANGED), lut)
         confusion += confusion_matrix(torch.from_numpy(pred), torch.from_numpy(gt), 19)
     return scores(confusion)["mIoU"]
 

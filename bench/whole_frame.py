@@ -7,9 +7,10 @@ element-wise work is not counted), and achieved GFLOP/s. Every number is also gi
 ``resnet101_baseline`` measured in the same run. Eval mode, ``torch.inference_mode``, float32,
 plain ABN (what the prediction tools use).
 
-A context head cannot cost less time than its extra FLOPs at the machine's best rate, so the
-table also gives that rate (a large float32 matmul) and, per method, the time bound it implies:
-the baseline's time plus the extra FLOPs at that rate.
+The table also gives the machine's best float32 rate (a large matmul) and, per method, the
+time its FLOPs beyond the baseline's would take at that rate, added to the baseline's time. For a
+head that only adds matmuls to the baseline (Base-OC: the baseline's conv, then attention) that
+is a lower bound; for a head that replaces the baseline's conv by others (ASP-OC) an estimate.
 """
 
 from __future__ import annotations
@@ -57,14 +58,15 @@ def matmul_gflops_per_s(threads: int, size: int = 4096, repeats: int = 3) -> flo
 
 
 def bound_rows(results: dict[str, dict], peak: float, size: str, note: str) -> list[dict]:
-    """The peak rate, and each model's time if its FLOPs beyond the baseline's ran at it."""
+    """The matmul rate, and each model's time if its FLOPs beyond the baseline's ran at it."""
     reference = results[REFERENCE]
     rows = [row("float32 matmul 4096^3 achieved", peak, reference["gflops_per_s"], "GFLOP/s",
                 REFERENCE, f"{note}, best of 3")]  # fmt: skip
     for name, values in results.items():
         if name != REFERENCE and name.startswith("resnet101"):
             extra = max(0.0, values["gflops"] - reference["gflops"])
-            rows.append(row(f"{name} {size} time bound", reference["seconds"] + extra / peak,
+            rows.append(row(f"{name} {size} time at matmul rate",
+                            reference["seconds"] + extra / peak,
                             reference["seconds"], "s", REFERENCE,
                             "baseline time + extra FLOPs at the matmul rate"))  # fmt: skip
     return rows

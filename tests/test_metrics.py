@@ -18,11 +18,13 @@ def test_confusion_matrix_counts_pairs_and_skips_ignore():
     assert torch.equal(got, expected)
 
 
-def test_confusion_matrix_matches_naive_loop():
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8])  # uint8 pairs: a faster path
+def test_confusion_matrix_matches_naive_loop(dtype):
     generator = torch.Generator().manual_seed(0)
-    label = torch.randint(0, 5, (2, 7, 9), generator=generator)
+    label = torch.randint(0, 5, (2, 7, 9), generator=generator).to(dtype)
     label[0, :2] = 255
-    pred = torch.randint(0, 5, (2, 7, 9), generator=generator)
+    pred = torch.randint(0, 5, (2, 7, 9), generator=generator).to(dtype)
+    pred[0, 0, :3] = 200  # out of range only where the label is ignored: not an error
     naive = np.zeros((5, 5), dtype=np.int64)
     for g, p in zip(label.flatten().tolist(), pred.flatten().tolist()):
         if g != 255:
@@ -30,9 +32,13 @@ def test_confusion_matrix_matches_naive_loop():
     assert np.array_equal(confusion_matrix(pred, label, 5).numpy(), naive)
 
 
-def test_confusion_matrix_rejects_unmapped_labels():
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8])
+def test_confusion_matrix_rejects_unmapped_labels_and_predictions(dtype):
+    label = torch.tensor([0, 26, 1, 255], dtype=dtype)
     with pytest.raises(ValueError, match=r"label value 26 is outside 0\.\.18"):
-        confusion_matrix(torch.zeros(4, dtype=torch.long), torch.tensor([0, 26, 1, 255]), 19)
+        confusion_matrix(torch.zeros(4, dtype=dtype), label, 19)
+    with pytest.raises(ValueError, match=r"prediction values must lie in 0\.\.18"):
+        confusion_matrix(torch.tensor([0, 19, 1, 1], dtype=dtype), torch.zeros(4, dtype=dtype), 19)
 
 
 def test_scores_hand_computed():
