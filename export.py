@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 
-from dataset.transforms import NORMALIZATIONS
 from engine import cli
 from engine.export import (
     DEFAULT_EXPORT_SIZE,
@@ -49,18 +48,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="default: from the --output suffix (.safetensors, .onnx)",
     )
     cli.add_model_args(parser, from_checkpoint=True)
-    parser.add_argument(
-        "--dataset",
-        type=cli.dataset_name,
-        default=None,
-        help="recorded with the weights (default: recorded in --ckpt, else cityscapes)",
-    )
-    parser.add_argument(
-        "--normalize",
-        choices=NORMALIZATIONS,
-        default=None,
-        help="recorded with the weights (default: recorded in --ckpt, else caffe)",
-    )
+    cli.add_recorded_data_args(parser, "recorded with the weights", "recorded with the weights")
     parser.add_argument(
         "--export-size",
         type=cli.image_size,

@@ -160,6 +160,26 @@ def add_model_args(parser: argparse.ArgumentParser, from_checkpoint: bool = Fals
     )
 
 
+def add_recorded_data_args(
+    group: argparse._ActionsContainer, dataset_help: str, normalize_help: str
+) -> None:
+    """``--dataset`` and ``--normalize`` of the tools reading a ``--ckpt``: None by default, to
+    be filled from the checkpoint's ``meta`` (``engine.models.resolve_model_args``)."""
+    group.add_argument(
+        "--dataset",
+        default=None,
+        type=dataset_name,
+        choices=DATASET_NAMES,
+        help=f"{dataset_help} (default: recorded in --ckpt, else cityscapes)",
+    )
+    group.add_argument(
+        "--normalize",
+        default=None,
+        choices=NORMALIZATIONS,
+        help=f"{normalize_help} (default: recorded in --ckpt, else caffe, the original's)",
+    )
+
+
 def list_path(value: str | None, dataset: str, split: str) -> str | None:
     """The list file to read: ``value``, else the dataset's shipped list of ``split``.
 

@@ -17,8 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from dataset import DATASET_NAMES, dataset_info
-from dataset.transforms import NORMALIZATIONS
+from dataset import dataset_info
 from engine import cli
 from engine.cli import UserError
 from engine.data import eval_dataset, make_loader
@@ -103,19 +102,7 @@ def add_image_file_args(parser: argparse.ArgumentParser) -> None:
     """
     cli.add_model_args(parser, from_checkpoint=True)
     group = parser.add_argument_group("images")
-    group.add_argument(
-        "--dataset",
-        default=None,
-        type=cli.dataset_name,
-        choices=DATASET_NAMES,
-        help="class names and colours (default: recorded in --ckpt, else cityscapes)",
-    )
-    group.add_argument(
-        "--normalize",
-        default=None,
-        choices=NORMALIZATIONS,
-        help="input normalisation (default: recorded in --ckpt, else caffe, the original's)",
-    )
+    cli.add_recorded_data_args(group, "class names and colours", "input normalisation")
     group.add_argument(
         "--input-size",
         type=cli.image_size,

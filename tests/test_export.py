@@ -208,6 +208,13 @@ def test_export_errors_are_one_line(setup, tmp_path, capsys):
         run_export("--ckpt", str(setup["bare"]), "--output", str(tmp_path / "m.safetensors"))
     assert info.value.code == 2
     assert "give --network and --method" in capsys.readouterr().err
+    # An unknown dataset is refused, not recorded in the file's header.
+    with pytest.raises(SystemExit) as info:
+        run_export("--ckpt", str(setup["meta"]), "--output", str(tmp_path / "m.safetensors"),
+                   "--dataset", "foo")  # fmt: skip
+    assert info.value.code == 2
+    assert "argument --dataset: invalid choice: 'foo'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 # --- ONNX --------------------------------------------------------------------------------------
