@@ -1,10 +1,23 @@
 """Fixtures shared by several test modules."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import torch
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for the test (modules ask for it with ``pytestmark``): the tests share a
+    small machine, where two OpenMP threads of a small model mostly wait for each other, and
+    several compare results bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def write_ade_tree(root: Path, counts=(("training", 3), ("validation", 2)), size=(20, 30)) -> Path:

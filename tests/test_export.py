@@ -31,6 +31,8 @@ from network.weights import read_state_dict, restore_weights
 from oc_module import ObjectContext, RegionObjectContext
 from utils.checkpoint import CheckpointError, is_safetensors, load_checkpoint
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
@@ -255,14 +257,6 @@ def check_onnx(path: Path, model, method: str) -> None:
         assert actual.shape == (batch, 5, height, width)
         error = np.abs(actual - expected).max() / np.abs(expected).max()
         assert error < 1e-4, (height, width, error)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.slow

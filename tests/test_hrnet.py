@@ -151,16 +151,6 @@ def w18() -> torch.nn.Module:
     return hrnetv2_w18().eval()
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Run on one thread: a W18 forward at these sizes takes 0.1 s so, but seconds on two
-    threads of a busy CPU (OpenMP threads waiting for each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_spec_table_is_upstream_config() -> None:
     for width, stages in UPSTREAM_STAGES.items():
         spec = HRNET_SPECS[width]

@@ -23,17 +23,11 @@ from inplace_abn import ABN
 from network import METHODS, get_segmentation_model
 from oc_module import ISABlock, ObjectContext, RegionObjectContext, SpatialGather, SpatialOCR
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 IMAGENET_MEAN = np.array((0.485, 0.456, 0.406), dtype=np.float32)
 IMAGENET_STD = np.array((0.229, 0.224, 0.225), dtype=np.float32)
 ATTENTION_METHODS = [m for m in METHODS if m != "baseline"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def small_model(method: str = "base_oc_dsn", num_classes: int = 5, seed: int = 0):

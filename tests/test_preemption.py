@@ -18,12 +18,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import (
+    REPO,
+    assert_same_weights,
+    cli,
+    final_weights,
+    metrics,
+    run_main,
+    write_scenes,
+)
 
-import train
 import utils.lock
 from engine.launch import PREEMPTED_STATUS
 from engine.training import StopRequest, agree_to_stop
-from tests.test_train import REPO, assert_same_weights, cli, metrics, write_scenes
 from utils.checkpoint import load_checkpoint
 from utils.lock import FolderLock, FolderLockedError
 
@@ -33,14 +40,6 @@ def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("scenes")
     write_scenes(root, "train", 4, seed=1)
     return root
-
-
-def run_main(argv: list[str]) -> None:
-    train.main(train.get_args_parser().parse_args(argv))
-
-
-def final_weights(snapshot: Path, steps: int) -> dict:
-    return torch.load(snapshot / f"CS_scenes_{steps}.pth", weights_only=True)["model"]
 
 
 def start_train(argv: list[str], **env: str) -> subprocess.Popen:

@@ -13,26 +13,18 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from test_train import assert_same_weights, cli, final_weights, run_main, write_scenes
 from torch import nn
 
-import train
 import utils.recompute
 from engine.launch import PREEMPTED_STATUS
 from inplace_abn import InPlaceABN
 from network import METHODS, get_segmentation_model
-from tests.test_train import assert_same_weights, cli, write_scenes
 from utils.recompute import enable_recompute, recompute_plan
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 MODELS = [f"resnet18_{method}" for method in METHODS] + ["hrnetv2_w18_ocr_dsn"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: the tests share a small machine, and results are compared bit for bit."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def train_steps(model: nn.Module, steps: int, size: int = 33, amp: torch.dtype | None = None):
@@ -173,14 +165,6 @@ def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("scenes")
     write_scenes(root, "train", 4, seed=1)
     return root
-
-
-def run_main(argv: list[str]) -> None:
-    train.main(train.get_args_parser().parse_args(argv))
-
-
-def final_weights(snapshot: Path, steps: int) -> dict:
-    return torch.load(snapshot / f"CS_scenes_{steps}.pth", weights_only=True)["model"]
 
 
 def metrics(snapshot: Path) -> list[dict]:

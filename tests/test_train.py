@@ -81,6 +81,11 @@ def run_main(argv: list[str]) -> None:
     train.main(train.get_args_parser().parse_args(argv))
 
 
+def final_weights(snapshot: Path, steps: int) -> dict:
+    """The weights ``train.py`` saved after ``steps`` steps."""
+    return torch.load(snapshot / f"CS_scenes_{steps}.pth", weights_only=True)["model"]
+
+
 def metrics(snapshot: Path) -> list[dict]:
     return [json.loads(line) for line in (snapshot / "metrics.jsonl").read_text().splitlines()]
 
@@ -229,7 +234,7 @@ def test_every_method_lowers_the_loss(data, tmp_path, method, extra):
     run_main([*argv, "--num-steps", "8", "--save-pred-every", "100", *extra])
 
     trained = get_segmentation_model(f"resnet18_{method}", num_classes=19)
-    trained.load_state_dict(torch.load(snapshot / "CS_scenes_8.pth", weights_only=True)["model"])
+    trained.load_state_dict(final_weights(snapshot, 8))
     batch = fixed_batch(data)
     before, after = batch_loss(initial, method, batch), batch_loss(trained, method, batch)
     assert after < 0.7 * before, (before, after)
@@ -282,7 +287,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(data, tmp_path):
     validation = ["--val-list", str(data / "val.lst"), "--val-every", "3"]
     reference = tmp_path / "reference"
     run_main(cli(data, reference, *validation))
-    expected = torch.load(reference / "CS_scenes_6.pth", weights_only=True)["model"]
+    expected = final_weights(reference, 6)
 
     for workers in ("0", "2"):
         snapshot = tmp_path / f"resumed_w{workers}"
@@ -293,9 +298,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(data, tmp_path):
         assert [r["iteration"] for r in metrics(snapshot)] == [1, 2, 3]
 
         run_main([*argv, "--resume"])
-        assert_same_weights(
-            torch.load(snapshot / "CS_scenes_6.pth", weights_only=True)["model"], expected
-        )
+        assert_same_weights(final_weights(snapshot, 6), expected)
         # The resumed log repeats nothing and matches the uninterrupted one line for line.
         assert metrics(snapshot) == metrics(reference)
         assert "resumed from" in (snapshot / "train.log").read_text()
@@ -343,7 +346,7 @@ def test_two_process_ddp_keeps_replicas_identical(data, tmp_path, monkeypatch):
     rank0 = torch.load(dump / "rank0.pth", weights_only=True)
     rank1 = torch.load(dump / "rank1.pth", weights_only=True)
     assert_same_weights(rank0, rank1)
-    assert_same_weights(rank0, torch.load(snapshot / "CS_scenes_3.pth", weights_only=True)["model"])
+    assert_same_weights(rank0, final_weights(snapshot, 3))
     initial = get_segmentation_model("resnet18_asp_oc_dsn", num_classes=19).state_dict()
     assert not torch.equal(rank0["cls.weight"], initial["cls.weight"])
 
@@ -387,10 +390,7 @@ def test_hrnet_ocr_resume_with_amp_equals_an_uninterrupted_run(data, tmp_path, m
     assert stopped.value.code == PREEMPTED_STATUS
     monkeypatch.delenv("OCNET_FAULT_SIGNAL_AT")
     run_main(cli(data, resumed, *HRNET, "--num-steps", "4", "--resume"))
-    assert_same_weights(
-        torch.load(resumed / "CS_scenes_4.pth", weights_only=True)["model"],
-        torch.load(reference / "CS_scenes_4.pth", weights_only=True)["model"],
-    )
+    assert_same_weights(final_weights(resumed, 4), final_weights(reference, 4))
     assert metrics(resumed) == metrics(reference)
 
 
