@@ -15,6 +15,7 @@ from torch import nn
 from inplace_abn import NormLayer, default_norm_layer
 
 from .attention import attention_weights, softmax_attention
+from .blocks import blocks_to_map
 
 
 def conv_norm(in_ch: int, out_ch: int, norm_layer: NormLayer) -> list[nn.Module]:
@@ -81,13 +82,6 @@ def interlaced_to_blocks(x: torch.Tensor, n: int, dh: int, dw: int) -> torch.Ten
     _, c, oh, ow = x.shape
     x = x.view(n, dh, dw, c, oh, ow)
     return x.permute(0, 4, 5, 3, 1, 2).reshape(n * oh * ow, c, dh, dw)
-
-
-def blocks_to_map(x: torch.Tensor, n: int, oh: int, ow: int) -> torch.Tensor:
-    """``[n*oh*ow, c, dh, dw] -> [n, c, oh*dh, ow*dw]``: the blocks back in place."""
-    _, c, dh, dw = x.shape
-    x = x.view(n, oh, ow, c, dh, dw)
-    return x.permute(0, 3, 1, 4, 2, 5).reshape(n, c, oh * dh, ow * dw)
 
 
 class ISABlock(nn.Module):

@@ -8,6 +8,7 @@ from torch import nn
 from inplace_abn import NormLayer, default_norm_layer
 
 from .attention import ObjectContext, attention_weights, exporting, object_attention
+from .blocks import blocks_to_map, map_to_blocks
 
 
 def region_bounds(length: int, parts: int) -> list[tuple[int, int]]:
@@ -56,10 +57,10 @@ class RegionObjectContext(ObjectContext):
             for cols, col_count in ((slice(0, inner_w), parts - 1), (slice(inner_w, None), 1)):
                 grid = (row_count, col_count)
                 context = object_attention(
-                    to_regions(key[:, :, rows, cols], *grid),
-                    to_regions(value[:, :, rows, cols], *grid),
+                    map_to_blocks(key[:, :, rows, cols], *grid),
+                    map_to_blocks(value[:, :, rows, cols], *grid),
                 )
-                blocks.append(from_regions(context, batch, *grid))
+                blocks.append(blocks_to_map(context, batch, *grid))
             bands.append(torch.cat(blocks, dim=3))
         return torch.cat(bands, dim=2)
 
@@ -84,21 +85,6 @@ def region_index(length: int, parts: int, device: torch.device) -> torch.Tensor:
     positions = torch.arange(length, device=device)
     starts = torch.arange(1, parts, device=device) * (length // parts)
     return (positions[:, None] >= starts[None, :]).sum(dim=1)
-
-
-def to_regions(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    """``[B, C, rows*h, cols*w] -> [B*rows*cols, C, h, w]``: each region its own sample."""
-    batch, channels, height, width = x.shape
-    x = x.reshape(batch, channels, rows, height // rows, cols, width // cols)
-    x = x.permute(0, 2, 4, 1, 3, 5)  # [B, rows, cols, C, h, w]
-    return x.reshape(batch * rows * cols, channels, height // rows, width // cols)
-
-
-def from_regions(x: torch.Tensor, batch: int, rows: int, cols: int) -> torch.Tensor:
-    """The inverse of :func:`to_regions`: ``[B*rows*cols, C, h, w] -> [B, C, rows*h, cols*w]``."""
-    _, channels, height, width = x.shape
-    x = x.reshape(batch, rows, cols, channels, height, width).permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(batch, channels, rows * height, cols * width)
 
 
 class PyramidOC(nn.Module):
