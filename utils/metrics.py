@@ -49,11 +49,8 @@ def confusion_matrix(
         valid = label[label != ignore_index]
         bad_labels = valid[(valid < 0) | (valid >= c)]
         if bad_labels.numel():
-            raise ValueError(
-                f"label value {int(bad_labels[0])} is outside 0..{c - 1} and is not the ignore "
-                f"index {ignore_index} (labelIds not converted to trainIds, or wrong --num-classes?)"
-            )
-        raise ValueError(f"prediction values must lie in 0..{c - 1}")
+            raise _bad_label(int(bad_labels[0]), c, ignore_index)
+        raise _bad_prediction(c)
     return counts[: c * c].reshape(c, c)
 
 
@@ -71,13 +68,21 @@ def _confusion_uint8(
         per_label[ignore_index] = 0
     bad_labels = per_label.nonzero()
     if bad_labels.numel():
-        raise ValueError(
-            f"label value {int(bad_labels[0])} is outside 0..{c - 1} and is not the ignore "
-            f"index {ignore_index} (labelIds not converted to trainIds, or wrong --num-classes?)"
-        )
+        raise _bad_label(int(bad_labels[0]), c, ignore_index)
     if counts[:c, c:].any():
-        raise ValueError(f"prediction values must lie in 0..{c - 1}")
+        raise _bad_prediction(c)
     return counts[:c, :c].clone()
+
+
+def _bad_label(value: int, c: int, ignore_index: int) -> ValueError:
+    return ValueError(
+        f"label value {value} is outside 0..{c - 1} and is not the ignore index {ignore_index} "
+        "(labelIds not converted to trainIds, or wrong --num-classes?)"
+    )
+
+
+def _bad_prediction(c: int) -> ValueError:
+    return ValueError(f"prediction values must lie in 0..{c - 1}")
 
 
 def _nanmean(values: torch.Tensor) -> float:
