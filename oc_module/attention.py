@@ -44,24 +44,49 @@ def softmax_attention(
         return torch.matmul(value, attention_weights(query, key).transpose(1, 2))
     if key.shape[2] == 0:  # nothing to attend to: no context (a softmax over no keys)
         return value.new_zeros(value.shape[0], value.shape[1], query.shape[2])
-    # [B, C, N] -> [B, 1, N, C]: one head, positions as the sequence, contiguous for SDPA.
-    q = query.transpose(1, 2).contiguous().unsqueeze(1)
-    k = key.transpose(1, 2).contiguous().unsqueeze(1)
-    v = value.transpose(1, 2).contiguous().unsqueeze(1)
-    backward_on_cpu = q.device.type == "cpu" and (
-        torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    )
-    empty = q.shape[2] == 0  # e.g. Pyramid-OC's regions of a map smaller than s x s
-    if (
-        not backward_on_cpu
-        and not empty
-        and torch._fused_sdp_choice(q, k, v) != SDPBackend.MATH.value
-    ):
+    q, k, v = sdpa_inputs(query, key, value)
+    if _fused_backend(q, k, v) is not None:
         # The default SDPA scale is C_k ** -0.5, the original's.
         return F.scaled_dot_product_attention(q, k, v).squeeze(1).transpose(1, 2)
     scale = query.shape[1] ** -0.5
     context = chunked_attention(q.squeeze(1) * scale, k.squeeze(1), v.squeeze(1), chunk_elements)
     return context.transpose(1, 2)  # [B, N_q, C_v] -> [B, C_v, N_q]
+
+
+# torch's SDPBackend values -> the names attention_backend reports.
+FUSED_BACKENDS = {
+    SDPBackend.FLASH_ATTENTION.value: "flash",
+    SDPBackend.EFFICIENT_ATTENTION.value: "efficient",
+    SDPBackend.CUDNN_ATTENTION.value: "cudnn",
+}
+
+
+def sdpa_inputs(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``[B, C, N]`` -> ``[B, 1, N, C]``: one head, positions as the sequence, contiguous."""
+    return tuple(t.transpose(1, 2).contiguous().unsqueeze(1) for t in (query, key, value))
+
+
+def _fused_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str | None:
+    """The fused SDPA kernel used for ``[B, 1, N, C]`` inputs, or None for the chunked path."""
+    backward_on_cpu = q.device.type == "cpu" and (
+        torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    )
+    if backward_on_cpu or q.shape[2] == 0:  # e.g. Pyramid-OC's regions smaller than s x s
+        return None
+    return FUSED_BACKENDS.get(torch._fused_sdp_choice(q, k, v))
+
+
+def attention_backend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> str:
+    """Which path :func:`softmax_attention` takes for these inputs, in this autograd state:
+    ``flash``, ``efficient`` or ``cudnn`` (a fused SDPA kernel), ``chunked``, ``plain`` (while
+    exporting) or ``empty`` (no keys). The tests and the GPU benchmark report it per head."""
+    if exporting():
+        return "plain"
+    if key.shape[2] == 0:
+        return "empty"
+    return _fused_backend(*sdpa_inputs(query, key, value)) or "chunked"
 
 
 def chunked_attention(
