@@ -1,5 +1,8 @@
 """Run every benchmark and write one markdown table: ``python -m bench [--quick] [--out FILE]``.
 
+``--device`` reaches the benchmarks that take one (``gpu``); the others measure the CPU. The exit
+status is 1 when any benchmark (or any row of one) failed; the table still holds the others.
+
 Each row is ours vs. a reference measured in the same run on this machine; the header records the
 machine so numbers are never quoted without it.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import os
 import platform
 import time
@@ -27,6 +31,7 @@ BENCHMARKS = (
     "eval_speed",
     "train_step_memory",
     "whole_frame",
+    "gpu",
 )
 
 
@@ -50,27 +55,47 @@ def machine_description() -> str:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
-    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    # The default leaves out gpu: it needs a GPU to mean anything (python -m bench --only gpu).
+    parser.add_argument(
+        "--only", nargs="+", choices=BENCHMARKS, default=[b for b in BENCHMARKS if b != "gpu"]
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="device of the benchmarks that take one (gpu): auto (cuda if available), cpu, cuda",
+    )
     parser.add_argument("--out", default="bench/results.md", help="markdown file to write")
     return parser
 
 
-def main(args: argparse.Namespace) -> None:
+def main(args: argparse.Namespace) -> int:
+    """Runs the benchmarks, writes ``--out``; returns the number that failed."""
+    failed = 0
     sections = [f"Machine: {machine_description()}", f"Mode: {'quick' if args.quick else 'full'}"]
     for name in args.only:
         started = time.perf_counter()
         print(f"==> bench.{name}", flush=True)
         try:
-            rows = importlib.import_module(f"bench.{name}").run(quick=args.quick)
-            body = markdown_table(rows)
-        except Exception:  # one broken benchmark must not hide the others' numbers
-            body = f"FAILED:\n```\n{traceback.format_exc(limit=3)}```"
+            benchmark = importlib.import_module(f"bench.{name}").run
+            options = {"quick": args.quick}
+            if "device" in inspect.signature(benchmark).parameters:
+                options["device"] = args.device
+            result = benchmark(**options)
+            # A benchmark returns table rows, or a markdown table of its own shape.
+            body = result if isinstance(result, str) else markdown_table(result)
+        except Exception as error:  # one broken benchmark must not hide the others' numbers
+            failed += 1
+            # A benchmark whose rows failed one by one carries the table of the others.
+            body = (
+                getattr(error, "table", None) or f"FAILED:\n```\n{traceback.format_exc(limit=3)}```"
+            )
         elapsed = time.perf_counter() - started
         print(body, flush=True)
         sections.append(f"### {name} ({elapsed:.0f} s)\n\n{body}")
     atomic_write(args.out, ("\n\n".join(sections) + "\n").encode())
     print(f"wrote {args.out}")
+    return failed
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    raise SystemExit(1 if main(get_args_parser().parse_args()) else 0)
