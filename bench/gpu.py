@@ -77,8 +77,11 @@ def models(sizes: Sizes) -> list[str]:
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", 0)  # one index for the peak-memory queries
+    return device
 
 
 def amp_mode(device: torch.device) -> str:

@@ -326,25 +326,44 @@ def test_fp16_overflow_step_is_skipped_on_cpu(scenes):
 
 @cuda
 @needs_gpu
-def test_ddp_over_nccl_with_one_gpu_and_synchronised_abn(scenes, tmp_path):
-    snapshot = tmp_path / "ddp"
+def test_train_py_with_gpu_0(scenes, tmp_path):
+    """``--gpu 0``: one process on cuda:0 (launch spawns nothing for a single GPU)."""
+    snapshot = tmp_path / "gpu0"
     argv = cli(scenes, snapshot, "--device", "cuda", "--gpu", "0", "--num-steps", "4")
-    argv += ["--save-pred-every", "100", "--method", "base_oc_dsn"]
-    run_main(argv)
-    log = (snapshot / "train.log").read_text()
-    assert "on cuda:0" in log, log[-2000:]
+    run_main([*argv, "--save-pred-every", "100", "--method", "base_oc_dsn"])
+    assert "1 process(es) on cuda:0" in (snapshot / "train.log").read_text()
     records = metrics(snapshot)
     assert [r["iteration"] for r in records] == [1, 2, 3, 4]
     assert all(math.isfinite(r["loss"]) for r in records)
-    assert any("InPlaceABNSync" in type(m).__name__ for m in _model_norms(argv))
 
 
-def _model_norms(argv: list[str]):
-    import train
-    from engine.models import build_model
+@cuda
+@needs_gpu
+def test_ddp_over_nccl_with_synchronised_abn_equals_one_process(scenes):
+    """A one-rank NCCL group, the model (InPlaceABNSync, the default norm) wrapped in DDP as
+    build_run wraps it for several GPUs: the NCCL all-reduces of the gradients and of the norm
+    statistics run, and with one rank the steps equal the unwrapped ones."""
+    from torch.nn.parallel import DistributedDataParallel
 
-    args = train.get_args_parser().parse_args(argv)
-    return list(build_model(args, 19).modules())
+    from inplace_abn import InPlaceABNSync
+    from utils import distributed as dist_utils
+
+    argv = train_argv(scenes, "resnet18_asp_oc_dsn", DEVICE, "--deterministic")
+    plain, plain_state, _ = fixed_batch_losses(argv, DEVICE, 3)
+    dist_utils.init_process_group("nccl", 0, 1, dist_utils.free_port())
+    try:
+        assert torch.distributed.get_backend() == "nccl"
+        with training_run(argv, DEVICE) as (run, images, labels):
+            assert any(isinstance(m, InPlaceABNSync) for m in run.model.modules())
+            run.forward = DistributedDataParallel(run.model, device_ids=[DEVICE.index])
+            losses = [train_step(run, images, labels, FaultHooks())["loss"] for _ in range(3)]
+            state = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
+    finally:
+        dist_utils.destroy_process_group()
+    assert losses == pytest.approx(plain, rel=1e-4)
+    for key, value in plain_state.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(state[key], value, rtol=1e-4, atol=1e-5, msg=key)
 
 
 @cuda
