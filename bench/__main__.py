@@ -64,6 +64,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         default="auto",
         help="device of the benchmarks that take one (gpu): auto (cuda if available), cpu, cuda",
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed repeats per case of the benchmarks that take it (gpu), after one warm-up",
+    )
     parser.add_argument("--out", default="bench/results.md", help="markdown file to write")
     return parser
 
@@ -78,8 +84,11 @@ def main(args: argparse.Namespace) -> int:
         try:
             benchmark = importlib.import_module(f"bench.{name}").run
             options = {"quick": args.quick}
-            if "device" in inspect.signature(benchmark).parameters:
+            accepted = inspect.signature(benchmark).parameters
+            if "device" in accepted:
                 options["device"] = args.device
+            if "repeats" in accepted and args.repeats is not None:
+                options["repeats"] = args.repeats
             result = benchmark(**options)
             # A benchmark returns table rows, or a markdown table of its own shape.
             body = result if isinstance(result, str) else markdown_table(result)

@@ -25,7 +25,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -245,9 +245,13 @@ HEADER = (
 )
 
 
-def run(quick: bool = False, device: str = "auto") -> str:
-    """The markdown table; a failing row is printed as FAILED and the others still run."""
+def run(quick: bool = False, device: str = "auto", repeats: int | None = None) -> str:
+    """The markdown table; a failing row is printed as FAILED and the others still run.
+
+    ``repeats`` timed training steps per case after one warm-up step (the GPU check's budget)."""
     sizes = QUICK if quick else FULL
+    if repeats is not None:
+        sizes = replace(sizes, warmup=1, steps=max(1, repeats))
     device = resolve_device(device)
     amp = amp_mode(device)
     if device.type == "cuda":

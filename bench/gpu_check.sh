@@ -73,7 +73,7 @@ if [ "$DRY_RUN" = 1 ]; then
     BENCH_TIMEOUT=120
 else
     MODE="GPU"
-    BENCH_ARGS="--device cuda"
+    BENCH_ARGS="--device cuda --repeats 2"
     # 8 minutes in all: the tests, then the benchmark (fewer repeats, every row).
     TEST_TIMEOUT=270
     BENCH_TIMEOUT=190
