@@ -124,6 +124,13 @@ ELAPSED=$(($(date +%s) - STARTED))
     grep -E '^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) |passed|failed|skipped|error' "$DIR/tests.log"
     echo '```'
     echo
+    echo "Numbers the tests print (attention kernel per head and dtype, Base-OC's whole-frame"
+    echo "memory, the resume difference):"
+    echo
+    echo '```'
+    grep -E '^(resume on CUDA:|Base-OC whole-frame|resnet18_[a-z_]+ torch\.)' "$DIR/tests.log" | sort -u
+    echo '```'
+    echo
     echo "## GPU benchmark (python -m bench --only gpu $BENCH_ARGS)"
     echo
     if [ -s "$DIR/bench.md" ]; then
