@@ -271,6 +271,14 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--seed", type=int, default=12345, help="seeds python, numpy, torch, workers"
     )
+    group.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long a collective waits for a dead or hung rank before the job ends "
+        "(default: torch's, 10 min for NCCL, 30 min for gloo)",
+    )
 
 
 def resolve_num_classes(args: argparse.Namespace) -> int:
