@@ -3,6 +3,11 @@
 ``--device`` reaches the benchmarks that take one (``gpu``); the others measure the CPU. The exit
 status is 1 when any benchmark (or any row of one) failed; the table still holds the others.
 
+``--out`` (default ``bench/results.md``, the measured numbers the docs quote) keeps the sections of
+benchmarks that did not run, so ``--only gpu`` adds the GPU's section beside the CPU's. A
+``--quick`` run is a smoke run: it prints and writes nothing unless ``--out`` is given, so it never
+replaces measured numbers with small-size ones.
+
 Each row is ours vs. a reference measured in the same run on this machine; the header records the
 machine so numbers are never quoted without it.
 """
@@ -33,6 +38,7 @@ BENCHMARKS = (
     "whole_frame",
     "gpu",
 )
+RESULTS = "bench/results.md"
 
 
 def machine_description() -> str:
@@ -70,14 +76,57 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help="timed repeats per case of the benchmarks that take it (gpu), after one warm-up",
     )
-    parser.add_argument("--out", default="bench/results.md", help="markdown file to write")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help=f"markdown file to write or update (default {RESULTS}; --quick: none)",
+    )
     return parser
+
+
+def split_sections(text: str) -> tuple[list[str], dict[str, str]]:
+    """A results file as its head (lines before the first ``### name``) and its sections by name.
+
+    A section written before sections named their machine gets the head's ``Machine:`` line.
+    """
+    head, sections, name = [], {}, None
+    for line in text.splitlines():
+        if line.startswith("### "):
+            name = line[4:].split(" (")[0].strip()
+            sections[name] = [line]
+        elif name is None:
+            head.append(line)
+        else:
+            sections[name].append(line)
+    machine = next((line for line in head if line.startswith("Machine:")), None)
+    merged = {}
+    for key, lines in sections.items():
+        body = "\n".join(lines).strip()
+        if machine and "\nMachine:" not in body:
+            title, _, rest = body.partition("\n")
+            body = f"{title}\n\n{machine}\n{rest}"
+        merged[key] = body
+    return head, merged
+
+
+def write_results(path: str, sections: dict[str, str]) -> None:
+    """Write ``sections`` into ``path``, keeping its sections of benchmarks not run now (in
+    ``BENCHMARKS`` order; unknown names after them)."""
+    kept: dict[str, str] = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            kept = split_sections(handle.read())[1]
+    kept.update(sections)
+    order = [n for n in BENCHMARKS if n in kept] + [n for n in kept if n not in BENCHMARKS]
+    head = "Benchmarks, one section per benchmark; each names the machine and mode it ran in."
+    atomic_write(path, ("\n\n".join([head, *(kept[n] for n in order)]) + "\n").encode())
 
 
 def main(args: argparse.Namespace) -> int:
     """Runs the benchmarks, writes ``--out``; returns the number that failed."""
     failed = 0
-    sections = [f"Machine: {machine_description()}", f"Mode: {'quick' if args.quick else 'full'}"]
+    machine = f"Machine: {machine_description()}. Mode: {'quick' if args.quick else 'full'}."
+    sections: dict[str, str] = {}
     for name in args.only:
         started = time.perf_counter()
         print(f"==> bench.{name}", flush=True)
@@ -100,9 +149,11 @@ def main(args: argparse.Namespace) -> int:
             )
         elapsed = time.perf_counter() - started
         print(body, flush=True)
-        sections.append(f"### {name} ({elapsed:.0f} s)\n\n{body}")
-    atomic_write(args.out, ("\n\n".join(sections) + "\n").encode())
-    print(f"wrote {args.out}")
+        sections[name] = f"### {name} ({elapsed:.0f} s)\n\n{machine}\n\n{body}"
+    out = args.out if args.out is not None or args.quick else RESULTS
+    if out is not None:
+        write_results(out, sections)
+        print(f"wrote {out}")
     return failed
 
 
