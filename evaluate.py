@@ -43,12 +43,15 @@ PROG = os.path.basename(__file__)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     add_prediction_args(parser, split="val")
     group = parser.add_argument_group("outputs")
     cli.add_flag(group, "--store-output", "also write train-id, colour and panel PNGs")
     group.add_argument(
-        "--num-panels", type=int, default=5, help="image | prediction | truth panels to write"
+        "--num-panels",
+        type=cli.non_negative_int,
+        default=5,
+        help="image | prediction | truth panels to write",
     )
     return parser
 

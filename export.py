@@ -37,10 +37,23 @@ SUFFIXES = {".safetensors": "safetensors", ".onnx": "onnx"}
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=PROG,
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--ckpt", "--restore-from", dest="ckpt", required=True, help=CKPT_HELP)
-    parser.add_argument("--output", required=True, help="file to write (atomically)")
+    parser.add_argument(
+        "--ckpt",
+        "--restore-from",
+        dest="ckpt",
+        required=True,
+        help=CKPT_HELP,
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        type=cli.output_file,
+        help="file to write (atomically; its folder is created)",
+    )
     parser.add_argument(
         "--format",
         choices=FORMATS,
@@ -62,10 +75,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="ONNX: torchscript (tracing, seconds) or dynamo (torch.export, minutes on a small "
         "CPU); both refuse graphs fixed to the export size",
     )
-    cli.add_flag(
+    cli.add_switch(
         parser,
-        "--no-verify",
-        "ONNX: skip running the file with onnxruntime at three other sizes before writing it",
+        "--verify",
+        "ONNX: run the file with onnxruntime at three other sizes before writing it "
+        "(--no-verify: skip)",
+        default=True,
     )
     return parser
 
@@ -90,9 +105,7 @@ def main(args: argparse.Namespace) -> str:
         num_classes = model_num_classes(args)
         model = build_model(args, num_classes, norm_layer=ABN)
         load_weights(model, args.ckpt)
-        folder = os.path.dirname(os.path.abspath(args.output))
-        if not os.path.isdir(folder):
-            raise cli.UserError(f"--output {args.output}: folder {folder} does not exist")
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     except cli.user_errors() as error:
         cli.report(PROG, error, 0, cli.USAGE_STATUS)
     meta = model_meta(args, num_classes)
@@ -106,7 +119,7 @@ def main(args: argparse.Namespace) -> str:
                 args.output,
                 tuple(args.export_size),
                 exporter=args.exporter,
-                verify=not args.no_verify,
+                verify=args.verify,
             )
     except cli.user_errors() as error:
         cli.report(PROG, error, 0, cli.RUN_STATUS)

@@ -42,7 +42,7 @@ COLOR_DIR = "color"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = cli.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     add_prediction_args(parser, split="test")
     parser.add_argument(
         "--split",

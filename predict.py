@@ -37,7 +37,6 @@ from engine.models import build_model, model_num_classes, resolve_model_args
 from engine.prediction import (
     add_image_file_args,
     check_model_weights,
-    check_prediction_args,
     load_model,
     prediction_options,
     prepare_output_dir,
@@ -74,18 +73,26 @@ def point(value: str) -> tuple[int, int]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = cli.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=PROG,
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, globs")
     add_image_file_args(parser)
     group = parser.add_argument_group("outputs")
     group.add_argument(
-        "--output-dir", default="./predictions", help="folder for the results (created)"
+        "--output-dir",
+        default="./predictions",
+        type=cli.output_folder,
+        help="folder for the results (created)",
     )
-    cli.add_flag(group, "--color", "also write <stem>_color.png (the dataset's colours)")
-    cli.add_flag(group, "--overlay", "also write <stem>_overlay.png (image and colours blended)")
+    cli.add_switch(group, "--color", "also write <stem>_color.png (the dataset's colours)")
+    cli.add_switch(group, "--overlay", "also write <stem>_overlay.png (image and colours blended)")
     group.add_argument(
-        "--alpha", type=float, default=0.5, help="weight of the colours in --overlay (0..1)"
+        "--alpha",
+        type=cli.number_in(0, 1),
+        default=0.5,
+        help="weight of the colours in --overlay (0..1)",
     )
     group.add_argument(
         "--attention-at",
@@ -106,9 +113,6 @@ def output_path(args: argparse.Namespace, relative: str, suffix: str) -> str:
 def check_args(args: argparse.Namespace) -> None:
     """Flags, inputs and checkpoint, checked once before any process starts (exit status 2)."""
     resolve_model_args(args, args.ckpt)
-    check_prediction_args(args)
-    if not 0 <= args.alpha <= 1:
-        raise UserError(f"--alpha must be in [0, 1], got {args.alpha}")
     prepare_output_dir(args.output_dir, "--output-dir")
     found = find_images(args.inputs)
     if not found.images:

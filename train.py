@@ -27,6 +27,12 @@ from engine.cli import (
     add_flag,
     add_model_args,
     list_path,
+    non_negative_float,
+    non_negative_int,
+    number_in,
+    output_folder,
+    positive_float,
+    positive_int,
     resolve_num_classes,
 )
 from engine.data import eval_dataset, extra_sources, train_dataset
@@ -44,6 +50,7 @@ PROG = os.path.basename(__file__)
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
+        prog=PROG,
         description="Train OCNet (Cityscapes / ADE20K).",
         epilog=FAULT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -55,14 +62,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.set_defaults(batch_size=8, workers=4)
 
     group = parser.add_argument_group("optimisation (the original's defaults)")
-    group.add_argument("--learning-rate", type=float, default=1e-2, help="base learning rate")
-    group.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    group.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
-    group.add_argument("--power", type=float, default=0.9, help="poly learning-rate exponent")
-    group.add_argument("--num-steps", type=int, default=40000, help="training iterations")
+    group.add_argument(
+        "--learning-rate", type=positive_float, default=1e-2, help="base learning rate"
+    )
+    group.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD momentum")
+    group.add_argument(
+        "--weight-decay", type=non_negative_float, default=5e-4, help="SGD weight decay"
+    )
+    group.add_argument(
+        "--power", type=non_negative_float, default=0.9, help="poly learning-rate exponent"
+    )
+    group.add_argument("--num-steps", type=positive_int, default=40000, help="training iterations")
     group.add_argument(
         "--start-iters",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="start at this iteration (lr schedule and sample stream), e.g. to continue "
         "from --restore-from weights; --resume is the exact way",
@@ -78,19 +91,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_flag(group, "--ohem", "online hard example mining")
     group.add_argument(
         "--ohem-thres",
-        type=float,
+        type=number_in(0, 1, low_open=True),
         default=OHEM_THRESH,
         help="OHEM keeps pixels whose true-class probability is <= this",
     )
     group.add_argument(
         "--ohem-keep",
-        type=int,
+        type=non_negative_int,
         default=OHEM_MIN_KEPT,
         help="OHEM keeps at least this many pixels per process and step",
     )
     add_flag(group, "--ohem-single", "OHEM on the final output only; the DSN output uses plain CE")
     group.add_argument(
-        "--dsn-weight", type=float, default=DSN_WEIGHT, help="weight of the DSN (layer3) loss"
+        "--dsn-weight",
+        type=non_negative_float,
+        default=DSN_WEIGHT,
+        help="weight of the DSN (layer3) loss",
     )
     add_flag(group, "--use-weight", "the original's Cityscapes class weights (19 classes only)")
 
@@ -102,14 +118,17 @@ def get_args_parser() -> argparse.ArgumentParser:
         "for random initialisation (in the prediction tools it is an alias of --ckpt)",
     )
     group.add_argument(
-        "--snapshot-dir", default="./snapshots/", help="checkpoints, train.log, metrics, events"
+        "--snapshot-dir",
+        default="./snapshots/",
+        type=output_folder,
+        help="checkpoints, train.log, metrics, events",
     )
     group.add_argument(
-        "--save-pred-every", type=int, default=5000, help="checkpoint every N iterations"
+        "--save-pred-every", type=positive_int, default=5000, help="checkpoint every N iterations"
     )
     group.add_argument(
         "--keep-checkpoints",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="keep only the newest N checkpoint_*.pth (0: keep all)",
     )
@@ -119,11 +138,16 @@ def get_args_parser() -> argparse.ArgumentParser:
         "continue from the newest checkpoint in --snapshot-dir, if any (also after a change of "
         "the number of processes: same sample stream, no longer bit-exact)",
     )
-    group.add_argument("--log-every", type=int, default=10, help="log the loss every N iterations")
+    group.add_argument(
+        "--log-every", type=positive_int, default=10, help="log the loss every N iterations"
+    )
 
     group = parser.add_argument_group("validation during training")
     group.add_argument(
-        "--val-every", type=int, default=0, help="validation mIoU every N iterations (0: never)"
+        "--val-every",
+        type=non_negative_int,
+        default=0,
+        help="validation mIoU every N iterations (0: never)",
     )
     group.add_argument(
         "--val-list", default=None, help="validation list (default: the dataset's val list)"
@@ -146,7 +170,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         "same results",
     )
     add_flag(group, "--deterministic", "deterministic algorithms (warn-only where none exist)")
-    group.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    group.add_argument(
+        "--threads", type=positive_int, default=None, help="torch CPU threads per process"
+    )
     return parser
 
 
@@ -178,43 +204,18 @@ def probe_crop(args: argparse.Namespace, num_classes: int) -> None:
 def check_args(args: argparse.Namespace) -> None:
     """Validate flags, paths and data before spawning anything, then create ``--snapshot-dir``.
 
-    Every problem raises ``UserError``, reported by ``engine.launch.launch`` as one line.
+    A value one flag decides on its own is checked by its argparse type at parse time
+    (``--num-steps 0``, a ``--snapshot-dir`` that is a file); what is left here needs two flags
+    (``--start-iters`` and ``--num-steps``, the batch and the processes, ``--dataset`` and the
+    list it implies) or a file's content (a ``--restore-from`` that is missing or does not fit,
+    list lines, samples; so a documented command line parses on a machine without its files),
+    or a default naming where data usually lives (``--data-dir``). Every problem raises
+    ``UserError``, reported by ``engine.launch.launch`` as one line.
     """
-    positive = {
-        "--num-steps": args.num_steps,
-        "--batch-size": args.batch_size,
-        "--save-pred-every": args.save_pred_every,
-        "--log-every": args.log_every,
-        "--nproc": args.nproc,
-    }
-    for name, value in positive.items():
-        if value <= 0:
-            raise UserError(f"{name} must be positive, got {value}")
-    non_negative = {
-        "--workers": args.workers,
-        "--start-iters": args.start_iters,
-        "--ohem-keep": args.ohem_keep,
-        "--val-every": args.val_every,
-        "--keep-checkpoints": args.keep_checkpoints,
-        "--seed": args.seed,
-        "--dsn-weight": args.dsn_weight,
-        "--weight-decay": args.weight_decay,
-        "--momentum": args.momentum,
-        "--power": args.power,
-    }
-    for name, value in non_negative.items():
-        if value < 0:
-            raise UserError(f"{name} must not be negative, got {value}")
-    if not args.learning_rate > 0:
-        raise UserError(f"--learning-rate must be positive, got {args.learning_rate}")
     if args.start_iters >= args.num_steps:
         raise UserError(
             f"--start-iters {args.start_iters} must be below --num-steps {args.num_steps}"
         )
-    if not 0 < args.ohem_thres <= 1:
-        raise UserError(f"--ohem-thres must lie in (0, 1], got {args.ohem_thres}")
-    if args.threads is not None and args.threads <= 0:
-        raise UserError(f"--threads must be positive, got {args.threads}")
     if args.recompute and args.compile:
         raise UserError("--recompute does not work with --compile; choose one")
 
@@ -254,8 +255,6 @@ def check_args(args: argparse.Namespace) -> None:
     for flag_name, path in lists:
         if path is not None and not os.path.isfile(path):
             raise UserError(f"{flag_name} {path} is not a file")
-    if os.path.exists(args.snapshot_dir) and not os.path.isdir(args.snapshot_dir):
-        raise UserError(f"--snapshot-dir {args.snapshot_dir} exists and is not a folder")
 
     if args.check_data:
         check_data(args)

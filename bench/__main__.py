@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from bench.common import markdown_table
+from engine.cli import RUN_STATUS, ArgumentParser, add_switch, fail, output_file, positive_int
 from utils.fileio import atomic_write
 
 BENCHMARKS = (
@@ -39,6 +40,7 @@ BENCHMARKS = (
     "gpu",
 )
 RESULTS = "bench/results.md"
+PROG = "python -m bench"
 
 
 def machine_description() -> str:
@@ -59,8 +61,8 @@ def machine_description() -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    add_switch(parser, "--quick", "smaller sizes, for a smoke run")
     # The default leaves out gpu: it needs a GPU to mean anything (python -m bench --only gpu).
     parser.add_argument(
         "--only", nargs="+", choices=BENCHMARKS, default=[b for b in BENCHMARKS if b != "gpu"]
@@ -72,13 +74,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--repeats",
-        type=int,
+        type=positive_int,
         default=None,
         help="timed repeats per case of the benchmarks that take it (gpu), after one warm-up",
     )
     parser.add_argument(
         "--out",
         default=None,
+        type=output_file,
         help=f"markdown file to write or update (default {RESULTS}; --quick: none)",
     )
     return parser
@@ -119,6 +122,7 @@ def write_results(path: str, sections: dict[str, str]) -> None:
     kept.update(sections)
     order = [n for n in BENCHMARKS if n in kept] + [n for n in kept if n not in BENCHMARKS]
     head = "Benchmarks, one section per benchmark; each names the machine and mode it ran in."
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     atomic_write(path, ("\n\n".join([head, *(kept[n] for n in order)]) + "\n").encode())
 
 
@@ -152,7 +156,10 @@ def main(args: argparse.Namespace) -> int:
         sections[name] = f"### {name} ({elapsed:.0f} s)\n\n{machine}\n\n{body}"
     out = args.out if args.out is not None or args.quick else RESULTS
     if out is not None:
-        write_results(out, sections)
+        try:
+            write_results(out, sections)
+        except OSError as error:
+            fail(PROG, f"cannot write {out}: {error.strerror or error}", RUN_STATUS)
         print(f"wrote {out}")
     return failed
 

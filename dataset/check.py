@@ -34,6 +34,7 @@ from dataset.base import DatasetError, Sample, read_image, read_label
 from dataset.catalog import DATASET_NAMES, canonical_name, dataset_info
 from dataset.layouts import scan_split
 from dataset.loader import label_tables, sample_name
+from utils.cli import ArgumentParser, existing_folder, non_negative_int
 
 PROG = "python -m dataset.check"
 # How far from the end of a file its end marker may lie (some writers append padding).
@@ -339,12 +340,14 @@ def default_lists(info, splits: Sequence[str]) -> list[tuple[str, str | None]]:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG, description=__doc__.splitlines()[0], epilog="exit status: 0 no problems, "
         "1 problems found (table on stdout), 2 the command cannot run"
     )  # fmt: skip
     parser.add_argument("--dataset", required=True, type=canonical_name, choices=DATASET_NAMES)
-    parser.add_argument("--data-dir", required=True, help="dataset root folder")
+    parser.add_argument(
+        "--data-dir", required=True, type=existing_folder, help="dataset root folder"
+    )
     parser.add_argument(
         "--list",
         nargs="+",
@@ -361,7 +364,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=non_negative_int,
         default=min(8, os.cpu_count() or 1),
         help="reading processes (0: read in this process)",
     )
@@ -371,10 +374,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    if not os.path.isdir(args.data_dir):
-        parser.error(f"--data-dir {args.data_dir} is not a folder")
-    if args.workers < 0:
-        parser.error(f"--workers must be 0 or more, got {args.workers}")
     try:
         info = dataset_info(args.dataset, args.data_dir)
     except DatasetError as error:

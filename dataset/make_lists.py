@@ -21,7 +21,17 @@ from pathlib import Path
 from dataset.base import DatasetError
 from dataset.catalog import DATASET_NAMES, canonical_name
 from dataset.layouts import Layout, dataset_layout, scan_split
+from utils.cli import (
+    RUN_STATUS,
+    ArgumentParser,
+    existing_folder,
+    fail,
+    folder_problem,
+    output_folder,
+)
 from utils.fileio import atomic_write
+
+PROG = "python -m dataset.make_lists"
 
 
 def _relative(path: str, root: Path) -> str:
@@ -103,21 +113,42 @@ def make_lists(
     return counts
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", required=True, help="the dataset's root folder")
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--data-dir", required=True, type=existing_folder, help="the dataset's root folder"
+    )
     parser.add_argument(
         "--dataset",
         default="cityscapes",
         choices=DATASET_NAMES,
         help="layout of the tree (custom: images/<split>/, labels/<split>/, classes.csv)",
     )
-    parser.add_argument("--out", default=None, help="folder for the .lst files (default: data dir)")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--out",
+        default=None,
+        type=output_folder,
+        help="folder for the .lst files (default: the data dir)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Exit status 2 when the tree holds no lists to write (nothing is written), 1 when writing
+    fails (each list is written whole or not at all)."""
+    args = get_args_parser().parse_args(argv)
+    if args.out is None:
+        # The lists go into the data folder, which its type checked for reading only.
+        problem = folder_problem(args.data_dir)
+        if problem:
+            fail(PROG, f"--data-dir {problem}; give --out FOLDER for the lists")
+    out = args.out if args.out is not None else args.data_dir
     try:
-        counts = make_lists(args.data_dir, args.out, args.dataset)
+        counts = make_lists(args.data_dir, out, args.dataset)
     except FileNotFoundError as error:
-        raise SystemExit(f"error: {error}") from None
+        fail(PROG, str(error))
+    except OSError as error:
+        fail(PROG, f"cannot write the lists into {out}: {error.strerror or error}", RUN_STATUS)
     for split, count in counts.items():
         print(f"{split}.lst: {count} samples")
 

@@ -1,12 +1,14 @@
 """Flags and error reporting shared by every command line, defined once.
 
-Flag names follow the original OCNet scripts so its run scripts carry over.
+Flag names follow the original OCNet scripts so its run scripts carry over. The pieces below every
+package (one-line errors, the two kinds of boolean flag, the flag types) live in ``utils.cli`` so
+that the dataset tools can use them too; they are re-exported here, so that the tools import all
+their flags from one place.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import NoReturn
 
 import torch
@@ -23,10 +25,31 @@ from dataset import (
 from dataset.transforms import NORMALIZATIONS
 from network import METHOD_SPECS, NETWORKS
 from utils.checkpoint import CheckpointError
-
-# Exit statuses of the three CLIs; see ``fail``.
-USAGE_STATUS = 2
-RUN_STATUS = 1
+from utils.cli import (  # noqa: F401
+    BOOLEAN_WORDS,
+    RUN_STATUS,
+    USAGE_STATUS,
+    ArgumentParser,
+    BooleanWordAction,
+    FlagValueError,
+    add_flag,
+    add_switch,
+    existing_folder,
+    fail,
+    float_list,
+    folder_problem,
+    image_size,
+    int_at_least,
+    non_negative_float,
+    non_negative_int,
+    number_in,
+    output_file,
+    output_folder,
+    paths_unchecked,
+    positive_float,
+    positive_int,
+    str2bool,
+)
 
 
 class UserError(Exception):
@@ -51,77 +74,10 @@ def one_line(error: BaseException) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def fail(prog: str, message: str, status: int = USAGE_STATUS) -> NoReturn:
-    """Print ``<prog>: error: <message>`` on stderr (argparse's format) and exit with ``status``.
-
-    Exit-status rule of train.py, evaluate.py and generate_submit.py: 2 (``USAGE_STATUS``, as
-    argparse) when the command cannot run as given, found before any work starts: argparse's own
-    errors, the checks of flag values, process layout, files, lists and checkpoints that run once
-    in the launching process; 1 (``RUN_STATUS``) when a started run fails: a broken image met
-    while predicting, a non-finite loss, a ``--resume`` checkpoint of other settings, a failing
-    process. Either way there is a single line and no traceback.
-    """
-    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(status)
-
-
 def report(prog: str, error: BaseException, rank: int, status: int) -> NoReturn:
     """``fail`` with ``error``'s message; ranks other than 0 say who they are."""
     message = one_line(error)
     fail(prog, message if rank == 0 else f"(rank {rank}) {message}", status)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are one line like every other user error (no usage block)."""
-
-    def error(self, message: str) -> NoReturn:
-        fail(self.prog, f"{message} (see {self.prog} --help)")
-
-
-def str2bool(value: str) -> bool:
-    """argparse type for the original's ``--flag True/False`` (and ``--flag=False``) style."""
-    lowered = str(value).lower()
-    if lowered in ("1", "true", "yes", "y", "on"):
-        return True
-    if lowered in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {value!r}")
-
-
-def add_flag(parser_group, name: str, help: str) -> None:
-    """A boolean flag accepting both ``--flag`` and the original's ``--flag True/False``."""
-    parser_group.add_argument(
-        name, type=str2bool, nargs="?", const=True, default=False, metavar="BOOL", help=help
-    )
-
-
-def image_size(value: str) -> tuple[int, int]:
-    """argparse type for ``H,W`` (or a single ``S`` for a square)."""
-    parts = value.split(",")
-    try:
-        sizes = tuple(int(p) for p in parts)
-    except ValueError:
-        sizes = ()
-    if len(sizes) == 1:
-        sizes = sizes * 2
-    if len(sizes) != 2 or min(sizes) <= 0:
-        raise argparse.ArgumentTypeError(
-            f"expected a size as H,W with positive integers, got {value!r}"
-        )
-    return sizes
-
-
-def float_list(value: str) -> list[float]:
-    """argparse type for comma-separated floats such as ``0.75,1.0,1.25``."""
-    try:
-        values = [float(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated positive numbers, got {value!r}"
-        )
-    return values
 
 
 def add_model_args(parser: argparse.ArgumentParser, from_checkpoint: bool = False) -> None:
@@ -150,7 +106,7 @@ def add_model_args(parser: argparse.ArgumentParser, from_checkpoint: bool = Fals
     )
     group.add_argument(
         "--num-classes",
-        type=int,
+        type=int_at_least(2),
         default=None,
         help="classes (default: "
         + ("recorded in --ckpt, else " if from_checkpoint else "")
@@ -248,9 +204,11 @@ def add_data_args(parser: argparse.ArgumentParser, split: str, input_size: str =
         "checkpoints); openseg: BGR minus the same mean (openseg.pytorch ISA/OCR checkpoints); "
         "imagenet: RGB in [0, 1] with ImageNet statistics (official HRNet-OCR checkpoints)",
     )
-    group.add_argument("--workers", type=int, default=4, help="DataLoader workers per process")
     group.add_argument(
-        "--batch-size", type=int, default=1, help="images per step, all GPUs together"
+        "--workers", type=non_negative_int, default=4, help="DataLoader workers per process"
+    )
+    group.add_argument(
+        "--batch-size", type=positive_int, default=1, help="images per step, all GPUs together"
     )
 
 
@@ -265,15 +223,18 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
         help="comma-separated GPU ids; more than one spawns one DDP process each",
     )
     group.add_argument(
-        "--nproc", type=int, default=1, help="CPU processes to spawn (gloo) with --device cpu"
+        "--nproc",
+        type=positive_int,
+        default=1,
+        help="CPU processes to spawn (gloo) with --device cpu",
     )
     group.add_argument("--amp", default="none", choices=("none", "fp16", "bf16"), help="autocast")
     group.add_argument(
-        "--seed", type=int, default=12345, help="seeds python, numpy, torch, workers"
+        "--seed", type=non_negative_int, default=12345, help="seeds python, numpy, torch, workers"
     )
     group.add_argument(
         "--dist-timeout",
-        type=float,
+        type=positive_float,
         default=None,
         metavar="SECONDS",
         help="how long a collective waits for a dead or hung rank before the job ends "

@@ -1,4 +1,4 @@
-"""What the prediction tools share (one copy): prediction flags and their checks, model loading,
+"""What the prediction tools share (one copy): prediction flags (checked by their types), model loading,
 the sharded loader, predicted batches and atomic PNG writes.
 
 The prediction itself is ``utils.inference.predict``; processes are started by
@@ -50,8 +50,13 @@ def add_checkpoint_arg(group: argparse._ActionsContainer) -> None:
     )
 
 
-def add_inference_args(group: argparse._ActionsContainer) -> None:
-    """Test-time options of ``utils.inference.predict``: whole/sliding, scales, flip."""
+def add_inference_args(group: argparse._ActionsContainer, add_boolean=cli.add_flag) -> None:
+    """Test-time options of ``utils.inference.predict``: whole/sliding, scales, flip.
+
+    ``add_boolean`` makes ``--use-ms`` and ``--use-flip``: ``cli.add_flag`` (the original's
+    ``--use-flip=False`` style) in evaluate.py and generate_submit.py, ``cli.add_switch`` in
+    predict.py.
+    """
     group.add_argument(
         "--predict-choice",
         default="whole",
@@ -59,22 +64,31 @@ def add_inference_args(group: argparse._ActionsContainer) -> None:
         help="whole: one pass per image; sliding: --input-size tiles overlapping by --overlap",
     )
     group.add_argument(
-        "--overlap", type=float, default=1 / 3, help="fraction of a tile shared with the next"
+        "--overlap",
+        type=cli.number_in(0, 1, high_open=True),
+        default=1 / 3,
+        help="fraction of a tile shared with the next",
     )
     group.add_argument(
-        "--tile-batch", type=int, default=4, help="sliding tiles per forward pass (memory)"
+        "--tile-batch",
+        type=cli.positive_int,
+        default=4,
+        help="sliding tiles per forward pass (memory)",
     )
     group.add_argument(
-        "--whole-scale", type=float, default=1.0, help="scale of the single pass without --use-ms"
+        "--whole-scale",
+        type=cli.positive_float,
+        default=1.0,
+        help="scale of the single pass without --use-ms",
     )
-    cli.add_flag(group, "--use-ms", "multi-scale: average the probabilities over --scales")
+    add_boolean(group, "--use-ms", "multi-scale: average the probabilities over --scales")
     group.add_argument(
         "--scales",
         type=cli.float_list,
         default=[0.75, 1.0, 1.25, 1.5, 1.75, 2.0],
         help="scales for --use-ms (the paper's multi-scale test uses 0.75 .. 2.0)",
     )
-    cli.add_flag(group, "--use-flip", "also predict the mirrored image and average")
+    add_boolean(group, "--use-flip", "also predict the mirrored image and average")
 
 
 def add_prediction_args(parser: argparse.ArgumentParser, split: str) -> None:
@@ -90,7 +104,12 @@ def add_prediction_args(parser: argparse.ArgumentParser, split: str) -> None:
     group = parser.add_argument_group("prediction")
     add_checkpoint_arg(group)
     add_inference_args(group)
-    group.add_argument("--output-path", default="./outputs", help="folder for the results")
+    group.add_argument(
+        "--output-path",
+        default="./outputs",
+        type=cli.output_folder,
+        help="folder for the results (created)",
+    )
 
 
 def add_image_file_args(parser: argparse.ArgumentParser) -> None:
@@ -111,33 +130,21 @@ def add_image_file_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--batch-size",
-        type=int,
+        type=cli.positive_int,
         default=1,
         help="images per forward pass (consecutive images of one size are batched)",
     )
-    group.add_argument("--workers", type=int, default=2, help="image-decoding processes")
+    group.add_argument(
+        "--workers", type=cli.non_negative_int, default=2, help="image-decoding processes"
+    )
     cli.add_device_args(parser)
     group = parser.add_argument_group("prediction")
     add_checkpoint_arg(group)
-    add_inference_args(group)
+    add_inference_args(group, add_boolean=cli.add_switch)
 
 
 def prediction_scales(args: argparse.Namespace) -> list[float]:
     return list(args.scales) if args.use_ms else [args.whole_scale]
-
-
-def check_prediction_args(args: argparse.Namespace) -> None:
-    """Flag values argparse cannot check on its own, reported before any work starts."""
-    if not 0 <= args.overlap < 1:
-        raise UserError(f"--overlap must be in [0, 1), got {args.overlap}")
-    if args.whole_scale <= 0:
-        raise UserError(f"--whole-scale must be positive, got {args.whole_scale}")
-    if args.tile_batch < 1:
-        raise UserError(f"--tile-batch must be at least 1, got {args.tile_batch}")
-    if args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.workers < 0:
-        raise UserError(f"--workers must be 0 or more, got {args.workers}")
 
 
 def prepare_output_dir(path: str, flag: str = "--output-path") -> str:
@@ -213,7 +220,6 @@ def check_inputs(
     resolve_model_args(args, args.ckpt)
     if callable(split):
         split = split(args)
-    check_prediction_args(args)
     prepare_output_dir(args.output_path)
     eval_dataset(args, split, args.data_list)
     check_model_weights(args, cli.resolve_num_classes(args))

@@ -126,7 +126,7 @@ def rows() -> list[Row]:
         table.append(Row(tool, "batch 0", ("--batch-size", "0"), "--batch-size must be"))
         table.append(
             Row(tool, "not a number", ("--batch-size", "two"),
-                "argument --batch-size: invalid int value: 'two'")
+                "--batch-size must be an integer, got 'two'")
         )  # fmt: skip
     table += [
         Row("train.py", "crop too small for the model",

@@ -162,10 +162,14 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--dataset", "cityscapes", "--data-dir", str(tmp_path / "nope")])
     assert exit_info.value.code == 2
-    assert (
-        capsys.readouterr()
-        .err.splitlines()[-1]
-        .endswith(f"error: --data-dir {tmp_path / 'nope'} is not a folder")
+    assert capsys.readouterr().err == (
+        f"python -m dataset.check: error: --data-dir {tmp_path / 'nope'} is not a folder\n"
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--dataset", "cityscapes", "--data-dir", str(tmp_path), "--workers", "-1"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "python -m dataset.check: error: --workers must not be negative, got -1\n"
     )
 
 

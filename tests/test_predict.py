@@ -170,6 +170,36 @@ def test_files_and_globs_batches_and_test_time_options(setup, tmp_path, capsys):
     assert cv2.imread(str(tmp_path / "s" / "street_trainIds.png"), 0).shape == (45, 67)
 
 
+def test_overlay_is_a_switch_and_the_folder_after_it_an_input(setup, tmp_path, capsys):
+    """The command of a new user: ``predict.py --ckpt F --overlay DIR``."""
+    out = tmp_path / "out"
+    day = setup["photos"] / "day"
+    argv = ["--ckpt", setup["ckpt"], "--output-dir", out, "--device", "cpu", "--workers", "0"]
+    status, err = run([*argv, "--overlay", day], capsys)
+    assert status == 0 and "error" not in err
+    written = sorted(p.name for p in out.iterdir())
+    assert written == [
+        f"{n}_{k}.png" for n in ("alpha", "gray", "wide") for k in ("overlay", "trainIds")
+    ]
+    rgb = setup["rgb"]["day/gray"]
+    labels = reference_labels(setup["model"], rgb)
+    overlay = cv2.imread(str(out / "gray_overlay.png"))[:, :, ::-1].astype(int)
+    expected = np.round(0.5 * rgb + 0.5 * palette("cityscapes")[labels].astype(np.float32))
+    assert np.abs(overlay - expected).max() <= 1
+    # --no-overlay after it wins; the switch takes no value, so "True" is an input (missing).
+    status, err = run(
+        [*argv, "--output-dir", tmp_path / "none", "--overlay", "--no-overlay", day], capsys
+    )
+    assert status == 0 and sorted(p.name for p in (tmp_path / "none").iterdir()) == [
+        "alpha_trainIds.png", "gray_trainIds.png", "wide_trainIds.png",
+    ]  # fmt: skip
+    status, err = run([*argv, "--overlay", "True"], capsys)
+    assert (status, err) == (
+        2,
+        "predict.py: error: no images to predict: True: no such file or folder\n",
+    )
+
+
 def test_attention_pictures(setup, tmp_path, capsys):
     out = tmp_path / "att"
     image = setup["photos"] / "street.png"
@@ -212,7 +242,7 @@ def test_usage_errors_come_before_any_work(setup, tmp_path, capsys):
     )
     assert status == 2 and "would both write" in err
     status, err = run(base(setup, tmp_path / "c", setup["photos"], "--alpha", "2"), capsys)
-    assert status == 2 and "--alpha must be in [0, 1]" in err
+    assert (status, err) == (2, "predict.py: error: --alpha must lie in [0, 1], got 2\n")
     baseline = tmp_path / "baseline.pth"
     model = get_segmentation_model("resnet18_baseline", 19, norm_layer=ABN)
     meta = {"network": "resnet18", "method": "baseline", "num_classes": 19}

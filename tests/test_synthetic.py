@@ -127,5 +127,12 @@ def test_make_lists_cli(generated, tmp_path, capsys):
     for name in ("train", "val", "test", "trainval"):
         assert (out / f"{name}.lst").read_text() == (generated / f"{name}.lst").read_text()
     assert "train.lst: 8 samples" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="leftImg8bit not found"):
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
         make_lists_main(["--data-dir", str(tmp_path / "nothing")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"python -m dataset.make_lists: error: {tmp_path / 'nothing' / 'leftImg8bit'} not found: "
+        "expected the Cityscapes layout\n"
+    )
+    assert list((tmp_path / "nothing").iterdir()) == []

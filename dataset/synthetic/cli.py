@@ -24,7 +24,18 @@ from dataset.make_lists import make_lists
 from dataset.palette import labelid_palette
 from dataset.synthetic.formats import LAYOUT_NAMES, SPLITS, coarse_label, generate_layout
 from dataset.synthetic.scene import render_scene, scene_rng
+from utils.cli import (
+    RUN_STATUS,
+    ArgumentParser,
+    fail,
+    int_at_least,
+    non_negative_int,
+    output_file,
+    output_folder,
+)
 from utils.fileio import atomic_write
+
+PROG = "python -m dataset.synthetic"
 
 SPLIT_CITIES = {
     "train": ("aachen", "bochum", "bremen", "cologne", "darmstadt", "dusseldorf", "erfurt"),
@@ -96,11 +107,16 @@ def preview(
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m dataset.synthetic",
+    parser = ArgumentParser(
+        prog=PROG,
         description="Write procedural street scenes in the Cityscapes (or another) layout.",
     )
-    parser.add_argument("--out", default=None, help="output root (leftImg8bit/, gtFine/, *.lst)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        type=output_folder,
+        help="output root (leftImg8bit/, gtFine/, *.lst), created",
+    )
     parser.add_argument(
         "--layout",
         default="cityscapes",
@@ -108,21 +124,29 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="file layout and label values of the dataset to imitate (custom also writes "
         "classes.csv and list files)",
     )
-    parser.add_argument("--train", type=int, default=48, help="training scenes")
-    parser.add_argument("--val", type=int, default=8, help="validation scenes")
+    parser.add_argument("--train", type=non_negative_int, default=48, help="training scenes")
+    parser.add_argument("--val", type=non_negative_int, default=8, help="validation scenes")
     parser.add_argument(
         "--test",
-        type=int,
+        type=non_negative_int,
         default=None,
         help="test scenes (default 8 where the layout has a test split)",
     )
     parser.add_argument(
-        "--train-extra", type=int, default=0, help="coarse train_extra scenes (Cityscapes layout)"
+        "--train-extra",
+        type=non_negative_int,
+        default=0,
+        help="coarse train_extra scenes (Cityscapes layout)",
     )
-    parser.add_argument("--height", type=int, default=256)
-    parser.add_argument("--width", type=int, default=512)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--preview", default=None, help="also write a PNG of samples beside labels")
+    parser.add_argument("--height", type=int_at_least(32), default=256, help="pixels")
+    parser.add_argument("--width", type=int_at_least(32), default=512, help="pixels")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument(
+        "--preview",
+        default=None,
+        type=output_file,
+        help="also write a PNG of samples beside labels",
+    )
     return parser
 
 
@@ -138,15 +162,21 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.test is None:
         args.test = 8 if "test" in splits else 0
-    for flag in ("train", "val", "test", "train_extra", "height", "width"):
-        if getattr(args, flag) < 0 or (flag in ("height", "width") and getattr(args, flag) < 32):
-            name = flag.replace("_", "-")
-            parser.error(f"--{name} must be {'>= 32' if flag in ('height', 'width') else '>= 0'}")
     for flag in ("test", "train_extra"):
         if getattr(args, flag) and flag not in splits:
             parser.error(
                 f"--{flag.replace('_', '-')}: the {args.layout} layout has no {flag} split"
             )
+    try:
+        write(args)
+    except OSError as error:
+        # Every file is written atomically: what exists is whole; the run stopped at this one.
+        where = f" ({error.filename})" if error.filename else ""
+        fail(PROG, f"writing failed{where}: {error.strerror or error}", RUN_STATUS)
+
+
+def write(args: argparse.Namespace) -> None:
+    """The scenes under ``--out`` and the ``--preview`` picture, as the flags ask."""
     if args.out is not None:
         counts = {"train": args.train, "val": args.val, "test": args.test}
         counts["train_extra"] = args.train_extra
