@@ -8,6 +8,7 @@ pixels (corrupt files, size mismatches, unknown label ids) raise :class:`Dataset
 
 from __future__ import annotations
 
+import codecs
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,38 +43,60 @@ class Sample:
         return os.path.basename(os.path.dirname(self.image))
 
 
-def read_list(list_path: str | os.PathLike, root: str | os.PathLike, fields: tuple[int, ...]):
-    """Parse a list file of ``image [label]`` lines with paths relative to ``root``.
+def list_file_lines(list_path: str | os.PathLike) -> list[tuple[int, list[str]]]:
+    """Every line of a list file as ``(line number, whitespace-separated fields)``.
 
-    ``fields`` gives the allowed numbers of whitespace-separated fields per line. Blank lines
-    are skipped. Returns ``[(line_number, [absolute paths...]), ...]``.
+    Read as editors and other tools save text: UTF-8 with or without a byte-order mark (UTF-16
+    with one, as Windows tools write it), LF, CRLF or CR line ends, trailing spaces and tabs. A
+    blank line has no fields; a final line end does not start another line. Raises
+    ``DatasetError`` for a missing file or one that is not text.
     """
     list_path = Path(list_path)
     if not list_path.is_file():
         raise DatasetError(f"list file {list_path} not found")
-    entries = []
+    raw = list_path.read_bytes()
     try:
-        with open(list_path, encoding="utf-8") as handle:
-            lines = handle.readlines()
+        if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            text = raw.decode("utf-16")
+        else:
+            text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise DatasetError(
             f"list file {list_path} is not UTF-8 text (byte {error.start}); "
             "a list holds one 'image [label]' line per sample"
         ) from None
-    for number, line in enumerate(lines, start=1):
-        parts = line.split()
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [(number, line.split()) for number, line in enumerate(lines, start=1)]
+
+
+def read_list(list_path: str | os.PathLike, root: str | os.PathLike, fields: tuple[int, ...]):
+    """Parse a list file of ``image [label]`` lines with paths relative to ``root``.
+
+    ``fields`` gives the allowed numbers of whitespace-separated fields per line. Blank lines
+    are skipped (``list_file_lines`` says how lines are read; ``python -m dataset.check`` lists
+    every line skipped or refused). Returns ``[(line_number, [absolute paths...]), ...]``.
+    """
+    entries = []
+    for number, parts in list_file_lines(list_path):
         if not parts:
             continue
         if len(parts) not in fields:
-            expected = " or ".join(str(f) for f in fields)
             raise DatasetError(
-                f"{list_path} line {number}: expected {expected} fields "
-                f"(image{' label' if max(fields) > 1 else ''}), found {len(parts)}: {line.strip()!r}"
+                f"{list_path} line {number}: {fields_problem(parts, fields)}: {' '.join(parts)!r}"
             )
         entries.append((number, [os.path.join(root, p) for p in parts]))
     if not entries:
         raise DatasetError(f"list file {list_path} is empty")
     return entries
+
+
+def fields_problem(parts: list[str], fields: tuple[int, ...]) -> str:
+    """``expected 2 fields (image label), found 1`` for a line of ``parts``."""
+    expected = " or ".join(str(f) for f in fields)
+    names = "image label" if max(fields) > 1 else "image"
+    return f"expected {expected} fields ({names}), found {len(parts)}"
 
 
 def check_exists(samples: list[Sample]) -> None:

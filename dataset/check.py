@@ -8,11 +8,15 @@ its shipped list files, or the folders its layout scans. Worker processes read t
 the file and the list line (or scanned image) that names it, and a one-line summary. The exit
 status is 0 when nothing is wrong, 1 otherwise (2 for a command that cannot run).
 
-Problems found: missing, empty or unreadable lists and malformed lines; missing or unreadable
+Problems found: missing, empty or unreadable lists; every list line that is not a sample, with
+its list and line number (a blank line, which the loaders skip and which alone does not fail the
+check; an image without its label, or too many fields, at which they stop); missing or unreadable
 images and labels; images and labels cut short (a JPEG without its end marker, a PNG without its
 ``IEND`` chunk: decoders fill the missing part with grey and say nothing); a label of another size
 than its image; label values the dataset's table does not know, with their pixel counts; a list
-mixing label kinds. ``train.py --check-data`` runs the same check on its training data.
+mixing label kinds. The table's ``loaders`` column says what training, evaluation and submission
+do with each: ``fail`` (stop with one error line naming it), ``skip`` (pass over it) or ``read``
+(read it without a word). ``train.py --check-data`` runs the same check on its training data.
 """
 
 from __future__ import annotations
@@ -30,7 +34,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from dataset.base import DatasetError, Sample, read_image, read_label
+from dataset.base import (
+    DatasetError,
+    Sample,
+    fields_problem,
+    list_file_lines,
+    read_image,
+    read_label,
+)
 from dataset.catalog import DATASET_NAMES, canonical_name, dataset_info
 from dataset.layouts import scan_split
 from dataset.loader import label_tables, sample_name
@@ -43,6 +54,13 @@ JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND"
 
 
+# What the loaders (training, evaluation, submission) do with a problem, a column of the table:
+# stop with one error line naming it, pass over it without a word, or read it without a word
+# (a file cut short decodes with its missing part filled in grey).
+FAIL, SKIP, READ = "fail", "skip", "read"
+SILENT_KINDS = {"blank line": SKIP, "truncated image": READ, "truncated label": READ}
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong: what, the file it is about, where it is listed, and details."""
@@ -51,6 +69,11 @@ class Problem:
     file: str
     where: str
     detail: str = ""
+
+    @property
+    def loaders(self) -> str:
+        """``FAIL``, ``SKIP`` or ``READ``: what the loaders do with it."""
+        return SILENT_KINDS.get(self.kind, FAIL)
 
 
 @dataclass
@@ -64,6 +87,8 @@ class Source:
 
 @dataclass
 class Report:
+    """Every problem found, in the order of the lists and their lines."""
+
     sources: list[Source]
     problems: list[Problem]
 
@@ -73,7 +98,9 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        """Nothing the loaders would stop at, or read wrong without a word (blank lines are
+        fine: they skip them)."""
+        return all(p.loaders == SKIP for p in self.problems)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -81,52 +108,48 @@ class Report:
 
 
 def list_source(root: str, list_path: str, fields: Sequence[int], info) -> Source:
-    """The samples of a list file of ``image [label]`` lines (paths relative to ``root``).
+    """The samples of a list file of ``image [label]`` lines (paths relative to ``root``), and
+    every line that is not one: blank lines (which the loaders skip), lines of too few or too many
+    fields (at which they stop).
 
-    The rules are those of the loader (``dataset.base.read_list``): blank lines are skipped,
-    each line has one of ``fields`` whitespace-separated fields. With ``fields`` (1, 2) a list
-    whose lines mostly carry labels reports the lines without one.
+    Lines are read as the loader reads them (``dataset.base.list_file_lines``: a byte-order mark,
+    CRLF line ends and trailing spaces are fine). With ``fields`` (1, 2) a list whose lines mostly
+    carry labels reports the lines without one.
     """
     source = Source(list_path)
     if not os.path.isfile(list_path):
         source.problems.append(Problem("missing list", list_path, list_path))
         return source
     try:
-        with open(list_path, encoding="utf-8") as handle:
-            lines = list(handle)  # line ends as the loader sees them
-    except (OSError, UnicodeDecodeError) as error:
-        detail = str(error).split(":")[0] if isinstance(error, UnicodeDecodeError) else str(error)
+        lines = list_file_lines(list_path)
+    except (OSError, DatasetError) as error:
+        detail = str(error).removeprefix(f"list file {list_path} ")
         source.problems.append(Problem("unreadable list", list_path, list_path, detail))
         return source
-    entries = []
-    for number, line in enumerate(lines, start=1):
-        parts = line.split()
+    entries, blank = [], []
+    for number, parts in lines:
         where = f"{list_path} line {number}"
         if not parts:
-            continue
-        if len(parts) not in fields:
-            expected = " or ".join(str(f) for f in fields)
-            source.problems.append(
-                Problem(
-                    "malformed line",
-                    list_path,
-                    where,
-                    f"expected {expected} fields, found {len(parts)}: {line.strip()!r}",
-                )
-            )
-            continue
-        entries.append((where, [os.path.join(root, p) for p in parts]))
+            blank.append(Problem("blank line", list_path, where, "no fields"))
+        elif len(parts) not in fields:
+            kind = "too many fields" if len(parts) > max(fields) else "image without a label"
+            detail = f"{fields_problem(parts, tuple(fields))}: {' '.join(parts)!r}"
+            source.problems.append(Problem(kind, list_path, where, detail))
+        else:
+            entries.append((where, [os.path.join(root, p) for p in parts]))
     with_label = sum(len(paths) == 2 for _, paths in entries)
     for where, paths in entries:
         if len(paths) == 1 and with_label > len(entries) // 2:
-            source.problems.append(
-                Problem("malformed line", list_path, where, "image without a label")
-            )
+            detail = f"1 field where the list's other lines have 2 (image label): {paths[0]!r}"
+            source.problems.append(Problem("image without a label", list_path, where, detail))
             continue
         label = paths[1] if len(paths) == 2 else None
         source.samples.append(Sample(paths[0], label, sample_name(info, paths[0]), where))
     if not entries and not source.problems:
-        source.problems.append(Problem("empty list", list_path, list_path))
+        detail = f"{len(blank)} blank line(s), no samples" if blank else "no lines"
+        source.problems.append(Problem("empty list", list_path, list_path, detail))
+    else:
+        source.problems += blank
     return source
 
 
@@ -312,25 +335,30 @@ def _line_of(where: str) -> int:
 
 
 def format_table(problems: Sequence[Problem]) -> str:
-    """One aligned row per problem: kind, where it is listed, the file, details."""
-    header = ("problem", "listed at", "file", "detail")
-    rows = [header, *((p.kind, p.where, p.file, p.detail) for p in problems)]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    """One aligned row per problem: kind, what the loaders do (fail / skip / read), where it is
+    listed, the file, details."""
+    header = ("problem", "loaders", "listed at", "file", "detail")
+    rows = [header, *((p.kind, p.loaders, p.where, p.file, p.detail) for p in problems)]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = []
     for row in rows:
-        cells = [row[i].ljust(widths[i]) for i in range(3)]
-        lines.append("  ".join([*cells, row[3]]).rstrip())
+        cells = [row[i].ljust(widths[i]) for i in range(4)]
+        lines.append("  ".join([*cells, row[4]]).rstrip())
     return "\n".join(lines)
 
 
 def summary(report: Report) -> str:
-    """One line: what was read, and how many problems of which kind."""
+    """One line: what was read, and how many problems of which kind (lines the loaders skip
+    counted apart)."""
     read = f"{report.samples} sample(s) in {len(report.sources)} source(s)"
-    if report.ok:
-        return f"{read}: no problems"
-    kinds = Counter(p.kind for p in report.problems)
+    skipped = [p for p in report.problems if p.loaders == SKIP]
+    problems = [p for p in report.problems if p.loaders != SKIP]
+    kinds = Counter(p.kind for p in problems)
     detail = ", ".join(f"{count} {kind}" for kind, count in kinds.items())
-    return f"{read}: {len(report.problems)} problem(s) ({detail})"
+    found = f"{len(problems)} problem(s) ({detail})" if problems else "no problems"
+    if skipped:
+        found += f"; {len(skipped)} blank line(s), which the loaders skip"
+    return f"{read}: {found}"
 
 
 def default_lists(info, splits: Sequence[str]) -> list[tuple[str, str | None]]:
@@ -387,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         sources = build_sources(info, args.data_dir, default_lists(info, splits))
     report = check_sources(info, sources, args.workers)
-    if not report.ok:
+    if report.problems:
         print(format_table(report.problems))
     print(summary(report))
     return 0 if report.ok else 1

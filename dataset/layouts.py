@@ -32,7 +32,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dataset.base import DatasetError, Sample
+from dataset.base import DatasetError, Sample, list_file_lines
 
 # Extensions cv2 decodes, for datasets whose images may be of several kinds.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -230,25 +230,23 @@ def _samples_from_id_list(
     """One sample per stem line of ``id_list``; blank lines are skipped, a stem may carry an
     extension (some releases write ``name.jpg``), which is dropped."""
     samples = []
-    with open(id_list, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 1:
-                raise DatasetError(
-                    f"{id_list} line {number}: expected one image name, found {len(parts)} "
-                    f"fields: {line.strip()!r}"
-                )
-            stem = _strip_tail(parts[0], layout.image_tails) or parts[0]
-            samples.append(
-                Sample(
-                    image=str(image_dir / (stem + layout.image_tails[0])),
-                    label=_label_path(layout, root, split, stem),
-                    name=stem,
-                    where=f"{id_list} line {number}",
-                )
+    for number, parts in list_file_lines(id_list):
+        if not parts:
+            continue
+        if len(parts) != 1:
+            raise DatasetError(
+                f"{id_list} line {number}: expected one image name, found {len(parts)} "
+                f"fields: {' '.join(parts)!r}"
             )
+        stem = _strip_tail(parts[0], layout.image_tails) or parts[0]
+        samples.append(
+            Sample(
+                image=str(image_dir / (stem + layout.image_tails[0])),
+                label=_label_path(layout, root, split, stem),
+                name=stem,
+                where=f"{id_list} line {number}",
+            )
+        )
     if not samples:
         raise DatasetError(f"{layout.title} split list {id_list} is empty")
     return samples

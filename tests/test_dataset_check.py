@@ -3,6 +3,7 @@ a bad sample met during training stops the run with one line naming it."""
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 import train
-from dataset import DATASETS, get_segmentation_dataset
+from dataset import DATASETS, DatasetError, get_segmentation_dataset
 from dataset.check import build_sources, check_sources, main
 from tests.test_train import cli, write_scenes
 
@@ -81,7 +82,8 @@ def expected_problems(root: Path) -> set[tuple[str, str, str]]:
         ("unreadable image", f"{bad} line 4", str(root / image_rel(10))),
         ("size mismatch", f"{bad} line 5", str(root / label_rel(11))),
         ("unknown label values", f"{bad} line 6", str(root / label_rel(12))),
-        ("malformed line", f"{bad} line 7", str(bad)),
+        ("too many fields", f"{bad} line 7", str(bad)),
+        ("blank line", f"{bad} line 8", str(bad)),
         ("truncated image", f"{bad} line 9", str(root / image_rel(13, "jpg"))),
         ("empty list", str(empty), str(empty)),
         ("missing list", str(root / "nope.lst"), str(root / "nope.lst")),
@@ -100,7 +102,16 @@ def test_every_problem_is_found_once_with_file_and_line(broken, workers):
     details = {p.kind: p.detail for p in report.problems}
     assert details["unknown label values"] == "200 (3 px), 250 (7 px)"
     assert details["size mismatch"] == "label 32x64, image 64x128"
-    assert details["malformed line"].startswith("expected 2 fields, found 3")
+    assert details["too many fields"] == (
+        f"expected 2 fields (image label), found 3: '{image_rel(2)} {label_rel(2)} extra'"
+    )
+    assert details["blank line"] == "no fields"
+    assert {p.kind: p.loaders for p in report.problems} == {
+        "missing image": "fail", "missing label": "fail", "unreadable image": "fail",
+        "size mismatch": "fail", "unknown label values": "fail", "too many fields": "fail",
+        "blank line": "skip", "truncated image": "read", "empty list": "fail",
+        "missing list": "fail",
+    }  # fmt: skip
     assert "end marker" in details["truncated image"]
     assert report.samples == 8  # the list's well-formed lines
 
@@ -112,19 +123,23 @@ def test_command_line_prints_one_table_a_summary_and_fails(broken, capsys):
     )  # fmt: skip
     out = capsys.readouterr().out.splitlines()
     assert status == 1
-    assert re.fullmatch(r"problem +listed at +file +detail", out[0])
-    assert len(out) == 1 + 8 + 1  # header, one row per problem, summary
+    assert re.fullmatch(r"problem +loaders +listed at +file +detail", out[0])
+    assert len(out) == 1 + 9 + 1  # header, one row per problem, summary
     assert out[-1] == (
         "8 sample(s) in 2 source(s): 8 problem(s) (1 missing image, 1 missing label, "
-        "1 unreadable image, 1 size mismatch, 1 unknown label values, 1 malformed line, "
-        "1 truncated image, 1 empty list)"
+        "1 unreadable image, 1 size mismatch, 1 unknown label values, 1 too many fields, "
+        "1 truncated image, 1 empty list); 1 blank line(s), which the loaders skip"
+    )
+    assert re.fullmatch(
+        rf"blank line +skip +{re.escape(str(broken / 'bad.lst'))} line 8 .*", out[7]
     )
     assert any(f"{broken / 'bad.lst'} line 6" in row and "250 (7 px)" in row for row in out)
 
 
 def test_unusual_but_valid_data_passes_and_loads(tmp_path, capsys):
-    """Grey, 4-channel and 16-bit images, CRLF line ends, blank lines, absolute paths and
-    train-id labels are all fine, for the check and for the loader."""
+    """Grey, 4-channel and 16-bit images, a byte-order mark, CRLF line ends, trailing spaces and
+    tabs, blank lines, absolute paths and train-id labels are all fine, for the check (which
+    lists the blank line) and for the loader."""
     root = tmp_path / "data"
     rng = np.random.default_rng(1)
     label = np.full((24, 40), 7, np.uint8)
@@ -140,7 +155,9 @@ def test_unusual_but_valid_data_passes_and_loads(tmp_path, capsys):
         lines.append(f"{image_rel(index)} {label_rel(index)}  ")
     trainid = "gtFine/train/city/city_000000_000019_gtFine_labelTrainIds.png"
     write(root, trainid, np.where(label == 7, 0, 255).astype(np.uint8))
-    (root / "mixed.lst").write_text("\r\n".join([*lines, "", f"{root / image_rel(0)} " f"{root / label_rel(0)}"]) + "\r\n")  # fmt: skip
+    # As a Windows editor saves it: byte-order mark, CRLF line ends, trailing spaces and tabs.
+    text = "\r\n".join([*lines, "", f"{root / image_rel(0)}\t{root / label_rel(0)}\t"]) + "\r\n"
+    (root / "mixed.lst").write_bytes(codecs.BOM_UTF8 + text.encode())
     (root / "trainid.lst").write_text(f"{image_rel(1)} {trainid}\n")
 
     status = main(
@@ -148,7 +165,13 @@ def test_unusual_but_valid_data_passes_and_loads(tmp_path, capsys):
          "--list", str(root / "mixed.lst"), str(root / "trainid.lst")]
     )  # fmt: skip
     assert status == 0
-    assert capsys.readouterr().out.splitlines() == ["5 sample(s) in 2 source(s): no problems"]
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and re.fullmatch(
+        rf"blank line +skip +{re.escape(str(root / 'mixed.lst'))} line 4 +\S+ +no fields", out[1]
+    )
+    assert (
+        out[2] == "5 sample(s) in 2 source(s): no problems; 1 blank line(s), which the loaders skip"
+    )
     for name in ("mixed.lst", "trainid.lst"):
         dataset = get_segmentation_dataset(
             "cityscapes_train", root=str(root), list_path=str(root / name), crop_size=(17, 17)
@@ -156,6 +179,73 @@ def test_unusual_but_valid_data_passes_and_loads(tmp_path, capsys):
         for index in range(len(dataset)):
             image, target, _ = dataset[index]
             assert image.shape == (3, 17, 17) and set(target.unique().tolist()) <= {0, 255}
+
+
+def test_every_line_that_is_not_a_sample_with_its_number(tmp_path, capsys):
+    """Blank lines (the loaders skip them), an image without its label and too many fields (the
+    loaders stop there), each with its list and line number; the loader agrees."""
+    root = tmp_path / "data"
+    label = np.full((24, 40), 7, np.uint8)
+    for index in range(3):
+        write(root, image_rel(index), np.zeros((24, 40, 3), np.uint8))
+        write(root, label_rel(index), label)
+    lines = [
+        f"{image_rel(0)} {label_rel(0)}",  # 1
+        "   ",  # 2: blank (spaces only)
+        image_rel(1),  # 3: one field where two are needed
+        f"{image_rel(2)} {label_rel(2)} {label_rel(2)}",  # 4: three fields
+        "",  # 5: blank
+        f"{image_rel(2)} {label_rel(2)}",  # 6
+        "",  # 7: blank, before the end
+    ]
+    listed = root / "lines.lst"
+    listed.write_bytes(codecs.BOM_UTF8 + "\r\n".join(lines).encode() + b"\r\n")
+    status = main(["--dataset", "cityscapes", "--data-dir", str(root), "--workers", "0",
+                   "--list", str(listed)])  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    assert status == 1
+    rows = [re.split(r" {2,}", row) for row in out[1:-1]]
+    assert rows == [
+        ["blank line", "skip", f"{listed} line 2", str(listed), "no fields"],
+        ["image without a label", "fail", f"{listed} line 3", str(listed),
+         f"1 field where the list's other lines have 2 (image label): '{root / image_rel(1)}'"],
+        ["too many fields", "fail", f"{listed} line 4", str(listed),
+         f"expected 1 or 2 fields (image label), found 3: "
+         f"'{image_rel(2)} {label_rel(2)} {label_rel(2)}'"],
+        ["blank line", "skip", f"{listed} line 5", str(listed), "no fields"],
+        ["blank line", "skip", f"{listed} line 7", str(listed), "no fields"],
+    ]  # fmt: skip
+    assert out[-1] == (
+        "2 sample(s) in 1 source(s): 2 problem(s) (1 image without a label, 1 too many fields); "
+        "3 blank line(s), which the loaders skip"
+    )
+    # A training list (two fields on every line): the same lines, and the loader stops at line 3.
+    sources = build_sources(CITYSCAPES, str(root), [("train", str(listed))])
+    report = check_sources(CITYSCAPES, sources, 0, progress=False)
+    assert [(p.kind, p.where) for p in report.problems] == [
+        ("blank line", f"{listed} line 2"),
+        ("image without a label", f"{listed} line 3"),
+        ("too many fields", f"{listed} line 4"),
+        ("blank line", f"{listed} line 5"),
+        ("blank line", f"{listed} line 7"),
+    ]
+    assert report.problems[1].detail == (
+        f"expected 2 fields (image label), found 1: '{image_rel(1)}'"
+    )
+    with pytest.raises(DatasetError) as error:
+        get_segmentation_dataset("cityscapes_train", root=str(root), list_path=str(listed))
+    assert str(error.value) == (
+        f"{listed} line 3: expected 2 fields (image label), found 1: '{image_rel(1)}'"
+    )
+    # Without the two bad lines the loader reads lines 1 and 6, as the check does.
+    del lines[2:4]
+    listed.write_bytes(codecs.BOM_UTF8 + "\r\n".join(lines).encode() + b"\r\n")
+    dataset = get_segmentation_dataset("cityscapes_train", root=str(root), list_path=str(listed))
+    assert [s.where for s in dataset.samples] == [f"{listed} line 1", f"{listed} line 4"]
+    report = check_sources(CITYSCAPES, build_sources(CITYSCAPES, str(root), [("train", str(listed))]), 0, progress=False)  # fmt: skip
+    assert report.ok and [p.where for p in report.problems] == [
+        f"{listed} line 2", f"{listed} line 3", f"{listed} line 5",
+    ]  # fmt: skip
 
 
 def test_usage_errors_exit_2(tmp_path, capsys):
@@ -190,7 +280,8 @@ def test_train_check_data_stops_before_training_with_the_table(broken, tmp_path,
     assert captured.err.splitlines() == [
         "train.py: error: --check-data: 8 sample(s) in 1 source(s): 7 problem(s) "
         "(1 missing image, 1 missing label, 1 unreadable image, 1 size mismatch, "
-        "1 unknown label values, 1 malformed line, 1 truncated image), listed above"
+        "1 unknown label values, 1 too many fields, 1 truncated image); 1 blank line(s), which "
+        "the loaders skip, listed above"
     ]
     assert f"{broken / 'bad.lst'} line 4" in captured.out
     assert not snapshot.exists()
