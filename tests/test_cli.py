@@ -12,6 +12,8 @@ import argparse
 import os
 import re
 import runpy
+import shutil
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -364,18 +366,38 @@ def test_a_word_after_a_flag_that_nothing_takes(capsys):
     )
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder anyway")
+SETPRIV = shutil.which("setpriv")
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0 and SETPRIV is None, reason="root without setpriv writes anywhere"
+)
 def test_read_only_output_folder(tmp_path):
+    """As root, in a process without capabilities (setpriv), which a 0o500 folder stops."""
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
+    check = (
+        "import sys; from utils import cli\n"
+        "for path in sys.argv[1:]:\n"
+        "    try: cli.output_folder(path)\n"
+        "    except cli.FlagValueError as error: print(error)\n"
+    )
+    prefix = [SETPRIV, "--inh-caps=-all", "--bounding-set=-all"] if os.geteuid() == 0 else []
     try:
-        assert type_error(cli.output_folder, str(locked)) == f"{locked} is not writable"
-        assert type_error(cli.output_folder, f"{locked}/new") == (
-            f"{locked}/new cannot be created: {locked} is not writable"
+        result = subprocess.run(
+            [*prefix, sys.executable, "-c", check, str(locked), f"{locked}/new", str(tmp_path)],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     finally:
         locked.chmod(0o700)
+    assert result.stdout.splitlines() == [
+        f"{locked} is not writable",
+        f"{locked}/new cannot be created: {locked} is not writable",
+    ], result.stderr
 
 
 # ------------------------------------------------------------------------------------------------
