@@ -1,5 +1,5 @@
-"""What the prediction tools share (one copy): prediction flags (checked by their types), model loading,
-the sharded loader, predicted batches and atomic PNG writes.
+"""What the prediction tools share (one copy): prediction flags (checked by their types), model
+loading, the sharded loader, predicted batches and atomic PNG writes.
 
 The prediction itself is ``utils.inference.predict``; processes are started by
 ``engine.launch.launch`` and user errors (``engine.cli.UserError``) reported by it.

@@ -442,7 +442,8 @@ def test_original_dataset_names_mean_cityscapes(original, capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["--use-val", "maybe"])
     assert capsys.readouterr().err == (
-        "t: error: argument --use-val: expected a boolean (true/false), got 'maybe' (see t --help)\n"
+        "t: error: argument --use-val: expected a boolean (true/false), got 'maybe' "
+        "(see t --help)\n"
     )
 
 

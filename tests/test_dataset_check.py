@@ -242,7 +242,8 @@ def test_every_line_that_is_not_a_sample_with_its_number(tmp_path, capsys):
     listed.write_bytes(codecs.BOM_UTF8 + "\r\n".join(lines).encode() + b"\r\n")
     dataset = get_segmentation_dataset("cityscapes_train", root=str(root), list_path=str(listed))
     assert [s.where for s in dataset.samples] == [f"{listed} line 1", f"{listed} line 4"]
-    report = check_sources(CITYSCAPES, build_sources(CITYSCAPES, str(root), [("train", str(listed))]), 0, progress=False)  # fmt: skip
+    sources = build_sources(CITYSCAPES, str(root), [("train", str(listed))])
+    report = check_sources(CITYSCAPES, sources, 0, progress=False)
     assert report.ok and [p.where for p in report.problems] == [
         f"{listed} line 2", f"{listed} line 3", f"{listed} line 5",
     ]  # fmt: skip

@@ -7,9 +7,9 @@ predict.py and export.py.
 
 Two kinds of boolean flag:
 
-- ``add_switch``: a plain switch, ``--overlay`` / ``--no-overlay`` (``argparse.BooleanOptionalAction``).
-  It never takes a value, so a word after it is the next argument. Every tool new to this project
-  uses these.
+- ``add_switch``: a plain switch, ``--overlay`` / ``--no-overlay``
+  (``argparse.BooleanOptionalAction``). It never takes a value, so a word after it is the next
+  argument. Every tool new to this project uses these.
 - ``add_flag``: the original OCNet's ``--flag True`` / ``--flag=False`` style, kept for train.py,
   evaluate.py and generate_submit.py whose original run scripts pass it, plus ``--flag`` and
   ``--no-flag``. A following word is the flag's value only when it is a boolean word
