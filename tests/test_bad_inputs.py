@@ -3,7 +3,7 @@
 Each row runs a tool as a subprocess and asserts a non-zero exit, exactly one error line on stderr
 that names the cause, no traceback, and no half-written file. Rows of stage ``check`` fail before
 any work (exit 2, and the error line is all of stderr); rows of stage ``run`` fail while working
-(exit 1; the progress and log lines before the error are allowed). The README's "Errors" section
+(exit 1; the progress and log lines before the error are allowed). docs/errors.md
 lists this table.
 
 The tools are the entry points found in the repository (``tests.test_cli.tools``): a new one

@@ -369,8 +369,8 @@ def test_ddp_over_nccl_with_synchronised_abn_equals_one_process(scenes):
 @cuda
 @needs_gpu
 def test_resume_after_sigterm_is_deterministic_up_to_the_upsampling_backward(scenes, tmp_path):
-    """README: with --deterministic a resumed CUDA run equals an uninterrupted one up to the
-    bilinear-upsampling backward (atomic adds in any order). Measured here: the largest weight
+    """docs/training.md: with --deterministic a resumed CUDA run equals an uninterrupted one up to
+    the bilinear-upsampling backward (atomic adds in any order). Measured here: the largest weight
     difference relative to the weight's scale after 8 steps, asserted below 1e-3 (a resume that
     lost any state, e.g. an RNG or the momentum, differs by the order of the updates, 1e-2)."""
     steps = ["--device", "cuda", "--threads", "4", "--num-steps", "8", "--save-pred-every", "100"]

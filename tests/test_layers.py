@@ -1,6 +1,6 @@
 """Packages import only downward, and no project import hides inside a function.
 
-The rule (README "Layout"): ``utils`` < ``inplace_abn`` < ``oc_module`` < ``network``;
+The rule (docs/layout.md): ``utils`` < ``inplace_abn`` < ``oc_module`` < ``network``;
 ``utils`` < ``dataset``; ``engine`` may use all of them; scripts, ``bench`` and ``tests`` on top.
 The imports are read from the source with ``ast``, so the test needs no import side effects.
 """
