@@ -84,7 +84,7 @@ def shell_lines(path: Path):
             if start is None:
                 start = index
             if text.endswith("\\"):
-                pending += text[:-1] + " "
+                pending += text[:-1].rstrip() + " "
                 continue
             yield start, pending + text
             start, pending = None, ""
@@ -178,13 +178,14 @@ def test_documented_command_parses(command: Command):
         )
         return
     arguments = [word for word in arguments if word != "..."]
-    stderr = io.StringIO()
+    stderr, status = io.StringIO(), 0
     try:
         with paths_unchecked(), contextlib.redirect_stderr(stderr):
             PARSERS[tool].parse_args(arguments)
     except SystemExit as exit_info:
-        if exit_info.code:
-            pytest.fail(f"{where}\n  {stderr.getvalue().strip()}", pytrace=False)
+        status = exit_info.code
+    if status:  # outside the except block, so that the message is all the report shows
+        pytest.fail(f"{where}\n  {stderr.getvalue().strip()}", pytrace=False)
 
 
 def test_the_docs_hold_commands_of_every_kind():
