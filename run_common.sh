@@ -10,6 +10,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 if [ -x .venv/bin/python ]; then PYTHON=${PYTHON:-.venv/bin/python}; else PYTHON=${PYTHON:-python3}; fi
+# What starts train.py, evaluate.py and generate_submit.py: nothing (they start their own
+# processes from GPUS), or e.g. LAUNCH=srun inside a SLURM job (run_slurm.sh).
+LAUNCH=${LAUNCH:-}
 
 # Model
 NETWORK=${NETWORK:-resnet101}
@@ -122,8 +125,8 @@ for list in "${NEEDED_LISTS[@]}"; do
 done
 
 echo "==> $(date +%H:%M:%S) training $TAG (log: $LOG_DIR/log_train/log_$TAG)"
-# shellcheck disable=SC2086  # TRAIN_EXTRA is a list of extra flags
-"$PYTHON" -u train.py "${COMMON[@]}" --data-list "$DATA_LIST" --restore-from "$RESTORE_FROM" \
+# shellcheck disable=SC2086  # LAUNCH and TRAIN_EXTRA are lists of words
+$LAUNCH "$PYTHON" -u train.py "${COMMON[@]}" --data-list "$DATA_LIST" --restore-from "$RESTORE_FROM" \
   --input-size "$INPUT_SIZE" --batch-size "$BATCHSIZE" --learning-rate "$LR" \
   --weight-decay "$WEIGHT_DECAY" --start-iters "$START_ITERS" --num-steps "$MAX_ITERS" \
   --random-mirror --random-scale --use-weight "$USE_CLASS_BALANCE" --ohem "$USE_OHEM" \
@@ -134,7 +137,7 @@ echo "==> $(date +%H:%M:%S) training $TAG (log: $LOG_DIR/log_train/log_$TAG)"
 
 evaluate() {  # evaluate <split name> <list>
   echo "==> $(date +%H:%M:%S) evaluating on $1 (log: $LOG_DIR/log_test/log_result_${TAG}_$1)"
-  "$PYTHON" -u evaluate.py "${COMMON[@]}" --ckpt "$CKPT" --data-list "$2" \
+  $LAUNCH "$PYTHON" -u evaluate.py "${COMMON[@]}" --ckpt "$CKPT" --data-list "$2" \
     --batch-size "$TEST_BATCHSIZE" --input-size "$INPUT_SIZE" --predict-choice "$PREDICT_CHOICE" \
     --whole-scale "$WHOLE_SCALE" --use-flip "$TEST_USE_FLIP" --use-ms "$TEST_USE_MS" \
     --store-output "$TEST_STORE_RESULT" --output-path "$OUTPUT_DIR/$1" 2>&1 \
@@ -156,7 +159,7 @@ if [ "$SUBMIT" = True ] && [ "$HAS_TEST" = True ]; then
   if [ "$DATASET" = cityscapes ] && [ ! -f "$TEST_LIST" ]; then
     "$PYTHON" -m dataset.make_lists --data-dir "$DATA_DIR" --out "$LIST_DIR"
   fi
-  "$PYTHON" -u generate_submit.py "${COMMON[@]}" --ckpt "$CKPT" --data-list "$TEST_LIST" \
+  $LAUNCH "$PYTHON" -u generate_submit.py "${COMMON[@]}" --ckpt "$CKPT" --data-list "$TEST_LIST" \
     --batch-size "$TEST_BATCHSIZE" --input-size "$INPUT_SIZE" --predict-choice "$PREDICT_CHOICE" \
     --whole-scale "$WHOLE_SCALE" --use-flip "$TEST_USE_FLIP" --use-ms "$TEST_USE_MS" \
     --store-output "$TEST_STORE_RESULT" --output-path "$OUTPUT_DIR/test" 2>&1 \

@@ -1,7 +1,13 @@
 """The one process launcher of train.py, evaluate.py, generate_submit.py and predict.py.
 
 One process, one process per GPU (``--gpu 0,1``, NCCL), N CPU processes (``--nproc N``, gloo),
-or whatever torchrun started (RANK / WORLD_SIZE / LOCAL_RANK).
+whatever torchrun started (RANK / WORLD_SIZE / LOCAL_RANK), or the tasks of ``srun``
+(SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID, rendezvous on the first node of the job; see
+``utils.distributed.launcher_env``).
+
+``--dist-timeout`` bounds every collective: a rank that died or hangs makes the others end with
+one line naming it and what they were doing (``describe_collective_failure``) and status 1, which
+torchrun (``--max-restarts``) and SLURM see.
 
 Exit statuses: 0 done; ``USAGE_STATUS`` (2) the command cannot run as given; ``RUN_STATUS`` (1)
 a started run failed; ``PREEMPTED_STATUS`` (75) training stopped on SIGTERM / SIGUSR1 after
@@ -32,7 +38,14 @@ from engine.cli import (
     resolve_device,
     user_errors,
 )
-from utils.distributed import destroy_process_group, free_port, init_process_group, torchrun_env
+from utils.distributed import (
+    describe_collective_failure,
+    destroy_process_group,
+    free_port,
+    init_process_group,
+    is_collective_failure,
+    launcher_env,
+)
 
 # sysexits.h EX_TEMPFAIL ("temporary failure; the user is invited to retry"): training stopped on
 # a stop signal after a checkpoint was written; the same command with --resume continues it.
@@ -42,18 +55,19 @@ FAILURE_GRACE_S = 5.0
 
 
 def world_layout(args: argparse.Namespace) -> tuple[int, str]:
-    """``(processes, how)`` with how in single / torchrun / spawn, from ``--gpu`` and ``--nproc``.
+    """``(processes, how)`` with how in single / torchrun / slurm / spawn, from the launcher's
+    environment, ``--gpu`` and ``--nproc``.
 
     Raises ``UserError`` for device flags that cannot work (``--nproc`` with GPUs, ``--gpu``
     without CUDA), so that they are reported before any process starts.
     """
-    env = torchrun_env()
+    env = launcher_env()
     ids = gpu_ids(args)
     if env is None and args.nproc > 1 and ids:
         raise UserError("--nproc is for CPU processes; with GPUs list them in --gpu instead")
     device = resolve_device(args)
     if env is not None:
-        return env[1], "torchrun"
+        return env.world_size, env.launcher
     if args.nproc > 1:
         if device.type != "cpu":
             raise UserError(f"--nproc spawns CPU processes; it needs --device cpu, not {device}")
@@ -83,15 +97,21 @@ def _process(
     port: int | None,
 ) -> None:
     """One process: join the group when there are several, run, report user errors, leave."""
-    env = torchrun_env()
-    rank = env[0] if env is not None else local_rank
+    env = launcher_env()
+    rank = env.rank if env is not None else local_rank
     try:
         device = process_device(args, local_rank)
         if world_size > 1:
-            init_process_group("nccl" if device.type == "cuda" else "gloo", rank, world_size, port)
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            timeout = getattr(args, "dist_timeout", None)
+            init_process_group(backend, rank, world_size, port, timeout)
         worker(args, device)
     except user_errors() as error:
         report(prog, error, rank, RUN_STATUS)
+    except Exception as error:
+        if not is_collective_failure(error):
+            raise
+        report(prog, UserError(describe_collective_failure(error)), rank, RUN_STATUS)
     finally:
         destroy_process_group()
 
@@ -105,22 +125,24 @@ def launch(
     """Run ``worker(args, device)`` once, in every torchrun process, or in spawned processes.
 
     ``--gpu 0,1`` spawns one process per GPU (NCCL), ``--nproc N --device cpu`` N CPU processes
-    (gloo); under torchrun RANK / WORLD_SIZE / LOCAL_RANK are honoured. The device flags, then
+    (gloo); under torchrun RANK / WORLD_SIZE / LOCAL_RANK are honoured, under ``srun`` the SLURM
+    task variables. The device flags, then
     ``check(args)``, are checked first in the launching process, so that common mistakes are found
     before any work and reported once.
     User errors (``engine.cli.user_errors``) end with one ``<prog>: error: ...`` line: exit status
     2 from the checks, 1 from a worker (``engine.cli.fail``).
     """
-    env = torchrun_env()
+    env = launcher_env()
     try:
         world_size, how = world_layout(args)
         if check is not None:
             check(args)
     except user_errors() as error:
-        report(prog, error, env[0] if env is not None else 0, USAGE_STATUS)
+        report(prog, error, env.rank if env is not None else 0, USAGE_STATUS)
     if how != "spawn":
-        _process(env[2] if env is not None else 0, worker, args, prog, world_size, None)
+        _process(env.local_rank if env is not None else 0, worker, args, prog, world_size, None)
         return
+    quiet_resource_tracker()
     context = mp.start_processes(
         _process,
         args=(worker, args, prog, world_size, free_port()),
@@ -131,6 +153,19 @@ def launch(
     status = supervise(context)
     if status:
         raise SystemExit(status)
+
+
+# multiprocessing's resource tracker warns at exit about the semaphores of a child that was
+# killed (SIGKILL from outside, or by ``supervise``) and unlinks them; after the run's one error
+# line that warning is noise. The tracker is its own process and reads PYTHONWARNINGS.
+_TRACKER_FILTER = "ignore:resource_tracker:UserWarning"
+
+
+def quiet_resource_tracker() -> None:
+    """Silence the resource tracker's leaked-semaphore warning (before it starts)."""
+    filters = [f for f in os.environ.get("PYTHONWARNINGS", "").split(",") if f]
+    if _TRACKER_FILTER not in filters:
+        os.environ["PYTHONWARNINGS"] = ",".join([*filters, _TRACKER_FILTER])
 
 
 def _exit_status(exitcode: int) -> int:

@@ -8,7 +8,9 @@ checkpoint). Checkpoints hold everything needed for ``--resume`` to equal an uni
 
 Faults: SIGTERM / SIGUSR1 (``StopRequest``) make every process finish its step, agree on the
 iteration, let rank 0 write a checkpoint and exit with ``PREEMPTED_STATUS``; a bad sample or a
-non-finite loss stops the run with one line naming it and the last good checkpoint.
+non-finite loss stops the run with one line naming it and the last good checkpoint. When
+torchrun's elastic agent restarts the group (``TORCHELASTIC_RESTART_COUNT`` > 0), the run
+continues from the newest checkpoint as ``--resume`` would (``elastic_restart``).
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ exit status: 0 done, 1 the run failed, 2 the command cannot run as given, {PREEM
 test hooks (environment variables, for exercising the guards and resume):
   OCNET_FAULT_NAN_AT=N        make the loss of iteration N NaN (the NaN guard must stop training)
   OCNET_FAULT_KILL_AT=N       SIGKILL the process during iteration N, after its backward
+  OCNET_FAULT_STOP_AT=N       SIGSTOP the process during iteration N, before its backward
+  OCNET_FAULT_RANK=R          the kill and stop hooks act in rank R only (default: every rank)
+  (under torchrun the fault hooks act in the first incarnation only, not after a restart)
   OCNET_FAULT_SIGNAL_AT=N     rank 0 sends itself SIGTERM during iteration N, after its backward
   OCNET_FAULT_SIGNAL_IN_SAVE=1  rank 0 sends itself SIGTERM while writing each checkpoint
   OCNET_DEBUG_DUMP_DIR=D      every rank saves its final weights to D/rank<r>.pth
@@ -88,6 +93,8 @@ class FaultHooks:
     signal_at: int | None = None
     signal_in_save: bool = False
     samples_dir: str | None = None
+    stop_at: int | None = None
+    rank: int | None = None
 
     @classmethod
     def from_env(cls) -> FaultHooks:
@@ -95,20 +102,33 @@ class FaultHooks:
             value = os.environ.get(name)
             return int(value) if value else None
 
+        dump_dir = os.environ.get("OCNET_DEBUG_DUMP_DIR") or None
+        samples_dir = os.environ.get("OCNET_DEBUG_SAMPLES_DIR") or None
+        if elastic_restart() > 0:  # faults belong to the first incarnation
+            return cls(dump_dir=dump_dir, samples_dir=samples_dir)
         return cls(
             number("OCNET_FAULT_NAN_AT"),
             number("OCNET_FAULT_KILL_AT"),
-            os.environ.get("OCNET_DEBUG_DUMP_DIR") or None,
+            dump_dir,
             number("OCNET_FAULT_SIGNAL_AT"),
             bool(number("OCNET_FAULT_SIGNAL_IN_SAVE")),
-            os.environ.get("OCNET_DEBUG_SAMPLES_DIR") or None,
+            samples_dir,
+            number("OCNET_FAULT_STOP_AT"),
+            number("OCNET_FAULT_RANK"),
         )
+
+    def _mine(self) -> bool:
+        return self.rank is None or self.rank == dist_utils.get_rank()
+
+    def before_backward(self, step: int) -> None:
+        if self.stop_at == step and self._mine():
+            os.kill(os.getpid(), signal.SIGSTOP)
 
     def loss(self, step: int, loss: torch.Tensor) -> torch.Tensor:
         return loss * float("nan") if self.nan_at == step else loss
 
     def after_backward(self, step: int) -> None:
-        if self.kill_at == step:
+        if self.kill_at == step and self._mine():
             os.kill(os.getpid(), signal.SIGKILL)
         if self.signal_at == step and dist_utils.get_rank() == 0:
             os.kill(os.getpid(), signal.SIGTERM)
@@ -129,6 +149,12 @@ class FaultHooks:
         if self.dump_dir:
             os.makedirs(self.dump_dir, exist_ok=True)
             torch.save(model.state_dict(), os.path.join(self.dump_dir, f"rank{rank}.pth"))
+
+
+def elastic_restart() -> int:
+    """How many times torchrun's elastic agent restarted this group (0: the first start)."""
+    value = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return int(value) if value.isdigit() else 0
 
 
 class StopRequest:
@@ -380,6 +406,7 @@ def train_step(
     # One all-reduce for the logged values; a non-finite loss on any rank stops every rank
     # before the weights are touched.
     values = torch.stack([loss.detach(), *(t.detach() for t in terms.values())]).float()
+    dist_utils.set_phase(f"the loss all-reduce at iteration {run.iteration + 1}")
     values = (dist_utils.all_reduce_sum(values) / run.world_size).tolist()
     if not math.isfinite(values[0]):
         raise TrainingError(
@@ -387,6 +414,8 @@ def train_step(
             f"last good checkpoint: {run.last_saved or 'none'}"
         )
     run.optimizer.zero_grad(set_to_none=True)
+    hooks.before_backward(run.iteration + 1)
+    dist_utils.set_phase(f"the gradient all-reduce at iteration {run.iteration + 1}")
     run.scaler.scale(loss).backward()
     hooks.after_backward(run.iteration + 1)
     run.scaler.step(run.optimizer)
@@ -397,6 +426,7 @@ def train_step(
 
 def validate(run: TrainingRun) -> float:
     """mIoU over the validation list, each process predicting its share."""
+    dist_utils.set_phase(f"validation at iteration {run.iteration}")
     options = {"mode": "whole", "amp": autocast_dtype(run.args.amp)}
     confusion = confusion_over(
         run.model, run.val_loader, run.num_classes, run.device, options, run.args.ignore_label
@@ -407,6 +437,7 @@ def validate(run: TrainingRun) -> float:
 def save_checkpoint(run: TrainingRun) -> str:
     """Gather every rank's RNG state and let rank 0 write ``checkpoint_<iteration>.pth``."""
     args = run.args
+    dist_utils.set_phase(f"the checkpoint of iteration {run.iteration}")
     states = dist_utils.all_gather_object(rng_state(run.loader.generator))
     path = checkpoint_path(args.snapshot_dir, run.iteration)
     if dist_utils.is_main_process():
@@ -465,6 +496,26 @@ def stop_for_signal(run: TrainingRun, stop: StopRequest) -> None:
     raise SystemExit(PREEMPTED_STATUS)
 
 
+def close_batches(batches) -> None:
+    """Stop a DataLoader iterator's worker processes now.
+
+    Left to the garbage collector, an iterator that an exception still references outlives the
+    run: at exit ``multiprocessing`` terminates its workers and the DataLoader's SIGCHLD handler
+    prints an "Exception ignored in atexit callback" traceback after the run's one error line.
+    """
+    shutdown = getattr(batches, "_shutdown_workers", None)  # multi-process iterators only
+    if shutdown is not None:
+        shutdown()
+
+
+class _BatchesCloser:
+    def __init__(self, batches) -> None:
+        self.batches = batches
+
+    def close(self) -> None:
+        close_batches(self.batches)
+
+
 def train_loop(run: TrainingRun, hooks: FaultHooks, stop: StopRequest | None = None) -> None:
     """Step until ``--num-steps``, then save the final weights.
 
@@ -485,8 +536,8 @@ def train_loop(run: TrainingRun, hooks: FaultHooks, stop: StopRequest | None = N
         file=sys.stderr,
         mininterval=1.0,
     )
-    with progress:
-        batches = iter(run.loader)
+    batches = iter(run.loader)
+    with progress, contextlib.closing(_BatchesCloser(batches)):
         while run.iteration < args.num_steps:
             try:
                 images, labels, metas = next(batches)
@@ -504,8 +555,10 @@ def train_loop(run: TrainingRun, hooks: FaultHooks, stop: StopRequest | None = N
                 loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}", refresh=False
             )
             progress.update()
+            dist_utils.set_phase(f"the stop-signal check after iteration {run.iteration}")
             if run.iteration < args.num_steps and agree_to_stop(stop, run.device):
                 progress.close()
+                close_batches(batches)
                 stop_for_signal(run, stop)
     final = os.path.join(args.snapshot_dir, f"CS_scenes_{args.num_steps}.pth")
     if run.rank == 0:
@@ -516,6 +569,7 @@ def train_loop(run: TrainingRun, hooks: FaultHooks, stop: StopRequest | None = N
         elapsed = time.monotonic() - started
         run.logger.info(f"saved {final} ({run.iteration - start} iterations in {elapsed:.1f} s)")
     hooks.at_end(run.model, run.rank)
+    dist_utils.set_phase("the end of training")
     dist_utils.barrier()
 
 
@@ -523,7 +577,9 @@ def train(args: argparse.Namespace, device: torch.device) -> None:
     """The training of one process (rank) of the world ``engine.launch.launch`` started."""
     rank, world_size = dist_utils.get_rank(), dist_utils.get_world_size()
     setup_process(args)
-    resume = resume_state(args) if args.resume else None
+    restart = elastic_restart()
+    # A group torchrun restarted continues where the last checkpoint left it, as --resume would.
+    resume = resume_state(args) if args.resume or restart > 0 else None
     start = int(resume["iteration"]) if resume else args.start_iters
     if start >= args.num_steps:
         if rank == 0:
@@ -532,7 +588,14 @@ def train(args: argparse.Namespace, device: torch.device) -> None:
     logger = TrainingLogger(args.snapshot_dir, enabled=rank == 0, start_iteration=start)
     # Stop signals are noted from here on; the first check is after the first step.
     with contextlib.closing(logger), StopRequest() as stop:
-        if args.resume and resume is None:
+        if restart > 0:
+            logger.info(
+                f"elastic restart {restart}: resuming from {resume['path']}"
+                if resume is not None
+                else f"elastic restart {restart}: no checkpoint in {args.snapshot_dir} yet, "
+                "starting from scratch"
+            )
+        elif args.resume and resume is None:
             logger.info(f"--resume: no checkpoint in {args.snapshot_dir}, starting from scratch")
         logger.info("arguments:\n" + "\n".join(f"  {k:18} {v}" for k, v in vars(args).items()))
         logger.info(
