@@ -355,6 +355,16 @@ def test_slurm_tasks_train_as_torchrun_does(data, reference, tmp_path):
     assert_same_weights(final_weights(snapshot, 6), final_weights(reference, 6))
 
 
+def test_our_own_processes_train_as_torchrun_does(data, reference, tmp_path):
+    snapshot = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, *train_argv(data, snapshot, "--nproc", "2")],
+        cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_weights(final_weights(snapshot, 6), final_weights(reference, 6))
+
+
 def fake_slurm(tmp_path: Path, train_status: int) -> dict[str, str]:
     """srun (runs its command once per task with SLURM's variables), scontrol (records) and a
     python that records its arguments and exits ``train_status`` for train.py."""

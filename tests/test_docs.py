@@ -10,7 +10,8 @@ any launcher before it (``srun``, ``docker run ... IMAGE``):
 - ``python[3] -m pkg.mod ...`` for a package of this repository: the module is an entry point,
   and its parser accepts the words;
 - ``torchrun [its options] X.py ...``: as ``python X.py`` with the words after the script;
-- ``sh|bash X.sh ...``: the script exists (what the run scripts pass is tested elsewhere).
+- ``sh|bash X.sh ...`` and ``sbatch [its options] X.sh``: the script exists (what the run
+  scripts pass is tested elsewhere).
 
 Parsing is all that happens, inside ``paths_unchecked()`` because some flags check at parse time
 that a folder exists: placeholders such as ``DIR``, ``FILE`` or ``<tag>`` are fine. A bare ``...``
@@ -119,7 +120,7 @@ def project_words(words: list[str]) -> list[str] | None:
         words = words[1:]
     for position, word in enumerate(words):
         name = program(word)
-        if name in PYTHON or name in ("torchrun", "sh", "bash"):
+        if name in PYTHON or name in ("torchrun", "sh", "bash", "sbatch"):
             rest = words[position + 1 :]
             if name in PYTHON and rest and rest[0] == "-m":
                 package = rest[1].split(".")[0] if len(rest) > 1 else ""
@@ -129,6 +130,8 @@ def project_words(words: list[str]) -> list[str] | None:
             if name == "torchrun" and any(w.endswith(".py") for w in rest):
                 return [name, *rest]
             if name in ("sh", "bash") and rest and rest[0].endswith(".sh"):
+                return [name, *rest]
+            if name == "sbatch" and any(w.endswith(".sh") for w in rest):
                 return [name, *rest]
             return None
     return None
@@ -156,8 +159,9 @@ def tool_and_arguments(words: list[str]) -> tuple[str, list[str]]:
     """``(tool name as tests/test_cli.py spells it, the words it parses)``; the tool of a script
     is its path (``bench/gpu_check.sh``, ``train.py``)."""
     name, rest = program(words[0]), words[1:]
-    if name == "torchrun":
-        position = next(i for i, w in enumerate(rest) if w.endswith(".py"))
+    if name in ("torchrun", "sbatch"):
+        script = ".py" if name == "torchrun" else ".sh"
+        position = next(i for i, w in enumerate(rest) if w.endswith(script))
         rest = rest[position:]
     elif name in PYTHON and rest[0] == "-m":
         return f"python -m {rest[1]}", rest[2:]
@@ -192,7 +196,7 @@ def test_the_docs_hold_commands_of_every_kind():
     """The reader above finds what the docs hold: every tool and run script is shown somewhere."""
     found = {tool_and_arguments(c.words)[0] for c in COMMANDS}
     assert set(PARSERS) - {"python -m utils.curve"} <= found, set(PARSERS) - found
-    assert {"run_demo.sh", "run_asp_oc.sh", "bench/gpu_check.sh"} <= found
+    assert {"run_demo.sh", "run_asp_oc.sh", "run_slurm.sh", "bench/gpu_check.sh"} <= found
     assert any(program(c.words[0]) == "torchrun" for c in COMMANDS)
 
 
