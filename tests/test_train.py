@@ -270,6 +270,44 @@ def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_checkpoint(
     assert load_checkpoint(last)["iteration"] == 2
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", ["broken sample", "non-finite loss", "stop signal"])
+def test_an_early_stop_with_workers_running_ends_with_its_message(data, tmp_path, stop):
+    """DataLoader workers are shut down with the run: nothing (no "Exception ignored in atexit
+    callback" traceback) follows the run's last line."""
+    scenes = tmp_path / "scenes"
+    write_scenes(scenes, "train", 4, seed=1)
+    env = {"OMP_NUM_THREADS": "1"}
+    broken = scenes / "leftImg8bit/train/city/city_000002_000019_leftImg8bit.png"
+    if stop == "broken sample":
+        broken.write_bytes(b"\x89PNG\r\n\x1a\nnot a picture")
+    elif stop == "non-finite loss":
+        env["OCNET_FAULT_NAN_AT"] = "2"
+    else:
+        env["OCNET_FAULT_SIGNAL_AT"] = "2"
+    snapshot = tmp_path / "snap"
+    argv = cli(scenes, snapshot, "--workers", "2", "--save-pred-every", "100")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *argv],
+        cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    lines = result.stderr.rstrip("\n").splitlines()
+    expected = {
+        "broken sample": (1, f"train.py: error: {scenes / 'train.lst'} line 3: image {broken} is "
+                          "unreadable (missing or corrupt); training stopped before iteration 2, "
+                          "last good checkpoint: none"),
+        "non-finite loss": (1, "train.py: error: loss is nan at iteration 2; training stopped, "
+                            "last good checkpoint: none"),
+        "stop signal": (PREEMPTED_STATUS, "stopped by SIGTERM after iteration 2/6; checkpoint "
+                        f"{snapshot / 'checkpoint_2.pth'}; to continue: python "),
+    }[stop]  # fmt: skip
+    assert result.returncode == expected[0], result.stderr[-2000:]
+    assert lines[-1].split("\r")[-1].startswith(expected[1]), result.stderr[-2000:]
+    if stop != "stop signal":
+        assert lines[-1].split("\r")[-1] == expected[1]
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+
+
 # ------------------------------------------------------------------------------------------------
 # Exact resume after SIGKILL
 
