@@ -283,16 +283,7 @@ ROWS = rows()
 
 # Row id -> why it fails, for a row waiting on a fix elsewhere; strict xfail, so the fix shows up
 # as a failure until the row is taken off this list. Empty: every row passes.
-CURVE = (
-    "utils/curve.py is outside the files of the change that added these rows: its plain argparse "
-    "parser prints a usage block and calls itself curve.py, and an --out it cannot write ends in "
-    "a traceback"
-)
-KNOWN_FAILURES: dict[str, str] = {
-    "python -m utils.curve: metrics file missing": CURVE,
-    "python -m utils.curve: picture under a file": CURVE,
-    "python -m utils.curve: picture in a read-only folder": CURVE,
-}
+KNOWN_FAILURES: dict[str, str] = {}
 
 
 def param(row: Row):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from utils.cli import ArgumentParser, fail, output_file
 from utils.fileio import atomic_write
 
 PANEL_W, PANEL_H, MARGIN = 520, 300, 48
@@ -87,19 +88,29 @@ def draw_curves(metrics_path: str | Path, out_path: str | Path) -> None:
     atomic_write(out_path, buffer.getvalue())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+PROG = "python -m utils.curve"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--metrics", required=True, help="metrics.jsonl written by train.py")
-    parser.add_argument("--out", required=True, help="PNG to write")
-    args = parser.parse_args()
+    parser.add_argument("--out", required=True, type=output_file, help="PNG to write")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    """Every error is one ``python -m utils.curve: error: ...`` line; a picture is written whole
+    or not at all."""
     if not Path(args.metrics).is_file():
-        parser.error(f"--metrics {args.metrics}: file not found")
+        fail(PROG, f"--metrics {args.metrics}: file not found")
     try:
         draw_curves(args.metrics, args.out)
     except ValueError as error:
-        parser.error(str(error))
+        fail(PROG, str(error))
+    except OSError as error:
+        fail(PROG, f"--out {args.out}: {error.strerror or error}", status=1)
     print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
-    main()
+    main(get_args_parser().parse_args())
