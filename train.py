@@ -42,7 +42,7 @@ from engine.training import FAULT_HELP, build_criterion, restore_path, train
 from inplace_abn import ABN
 from network.weights import restore_weights
 from utils.criterion import DSN_WEIGHT, OHEM_MIN_KEPT, OHEM_THRESH
-from utils.distributed import torchrun_env
+from utils.distributed import launcher_env
 from utils.lock import FolderLock, FolderLockedError
 
 PROG = os.path.basename(__file__)
@@ -287,14 +287,14 @@ def check_data(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    """Check, hold ``--snapshot-dir`` for the whole run (rank 0 of torchrun, or the launching
+    """Check, hold ``--snapshot-dir`` for the whole run (rank 0 of torchrun or srun, or the launching
     process), train."""
-    env = torchrun_env()
+    env = launcher_env()
     lock = FolderLock(args.snapshot_dir, what=f"--snapshot-dir {args.snapshot_dir}")
 
     def check(args: argparse.Namespace) -> None:
         check_args(args)
-        if env is None or env[0] == 0:
+        if env is None or env.rank == 0:
             try:
                 lock.acquire()
             except FolderLockedError as error:

@@ -10,7 +10,7 @@ Faults: SIGTERM / SIGUSR1 (``StopRequest``) make every process finish its step, 
 iteration, let rank 0 write a checkpoint and exit with ``PREEMPTED_STATUS``; a bad sample or a
 non-finite loss stops the run with one line naming it and the last good checkpoint. When
 torchrun's elastic agent restarts the group (``TORCHELASTIC_RESTART_COUNT`` > 0), the run
-continues from the newest checkpoint as ``--resume`` would (``elastic_restart``).
+continues from the newest checkpoint as ``--resume`` would (``dist_utils.elastic_restart``).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class FaultHooks:
 
         dump_dir = os.environ.get("OCNET_DEBUG_DUMP_DIR") or None
         samples_dir = os.environ.get("OCNET_DEBUG_SAMPLES_DIR") or None
-        if elastic_restart() > 0:  # faults belong to the first incarnation
+        if dist_utils.elastic_restart() > 0:  # faults belong to the first incarnation
             return cls(dump_dir=dump_dir, samples_dir=samples_dir)
         return cls(
             number("OCNET_FAULT_NAN_AT"),
@@ -149,12 +149,6 @@ class FaultHooks:
         if self.dump_dir:
             os.makedirs(self.dump_dir, exist_ok=True)
             torch.save(model.state_dict(), os.path.join(self.dump_dir, f"rank{rank}.pth"))
-
-
-def elastic_restart() -> int:
-    """How many times torchrun's elastic agent restarted this group (0: the first start)."""
-    value = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    return int(value) if value.isdigit() else 0
 
 
 class StopRequest:
@@ -508,14 +502,6 @@ def close_batches(batches) -> None:
         shutdown()
 
 
-class _BatchesCloser:
-    def __init__(self, batches) -> None:
-        self.batches = batches
-
-    def close(self) -> None:
-        close_batches(self.batches)
-
-
 def train_loop(run: TrainingRun, hooks: FaultHooks, stop: StopRequest | None = None) -> None:
     """Step until ``--num-steps``, then save the final weights.
 
@@ -537,7 +523,8 @@ def train_loop(run: TrainingRun, hooks: FaultHooks, stop: StopRequest | None = N
         mininterval=1.0,
     )
     batches = iter(run.loader)
-    with progress, contextlib.closing(_BatchesCloser(batches)):
+    with progress, contextlib.ExitStack() as cleanup:
+        cleanup.callback(close_batches, batches)
         while run.iteration < args.num_steps:
             try:
                 images, labels, metas = next(batches)
@@ -558,7 +545,6 @@ def train_loop(run: TrainingRun, hooks: FaultHooks, stop: StopRequest | None = N
             dist_utils.set_phase(f"the stop-signal check after iteration {run.iteration}")
             if run.iteration < args.num_steps and agree_to_stop(stop, run.device):
                 progress.close()
-                close_batches(batches)
                 stop_for_signal(run, stop)
     final = os.path.join(args.snapshot_dir, f"CS_scenes_{args.num_steps}.pth")
     if run.rank == 0:
@@ -577,7 +563,7 @@ def train(args: argparse.Namespace, device: torch.device) -> None:
     """The training of one process (rank) of the world ``engine.launch.launch`` started."""
     rank, world_size = dist_utils.get_rank(), dist_utils.get_world_size()
     setup_process(args)
-    restart = elastic_restart()
+    restart = dist_utils.elastic_restart()
     # A group torchrun restarted continues where the last checkpoint left it, as --resume would.
     resume = resume_state(args) if args.resume or restart > 0 else None
     start = int(resume["iteration"]) if resume else args.start_iters

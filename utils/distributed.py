@@ -90,10 +90,10 @@ def launcher_env(environ: dict[str, str] | None = None) -> LauncherEnv | None:
     return None
 
 
-def torchrun_env() -> tuple[int, int, int] | None:
-    """``(rank, world_size, local_rank)`` of ``launcher_env()`` (torchrun or srun), or None."""
-    env = launcher_env()
-    return None if env is None else (env.rank, env.world_size, env.local_rank)
+def elastic_restart() -> int:
+    """How many times torchrun's elastic agent restarted this group (0: the first start)."""
+    value = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return int(value) if value.isdigit() else 0
 
 
 def slurm_rendezvous(environ: dict[str, str] | None = None) -> tuple[str, int]:
@@ -230,7 +230,6 @@ def _incarnation_store(world_size: int, timeout_s: float | None) -> dist.Store |
     """
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return None
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     timeout = datetime.timedelta(seconds=timeout_s if timeout_s is not None else 1800.0)
     agent_store = dist.TCPStore(
         os.environ["MASTER_ADDR"],
@@ -239,7 +238,7 @@ def _incarnation_store(world_size: int, timeout_s: float | None) -> dist.Store |
         is_master=False,
         timeout=timeout,
     )
-    return dist.PrefixStore(f"/worker/attempt_{attempt}", agent_store)
+    return dist.PrefixStore(f"/worker/attempt_{elastic_restart()}", agent_store)
 
 
 def destroy_process_group() -> None:
